@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod definition;
+pub mod machine;
+pub mod step;
+
+pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinition, StepKind};
+pub use step::{BoxFuture, Op, Retry, Saga, SagaSteps, StepContext, StepError};
+
+#[cfg(feature = "derive")]
+pub use saga_derive::Saga;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Items used by code that `#[derive(Saga)]` generates. Not a public API.
+    pub use crate::step::{decode_output, encode_output};
+    pub use serde_json::Value;
+    pub use std::boxed::Box;
+    pub use std::option::Option;
+    pub use std::result::Result;
+}
