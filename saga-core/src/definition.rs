@@ -157,7 +157,9 @@ impl SagaDefinition {
                     return Err(DefinitionError::CompensatableAfterPivot(step.name));
                 }
                 StepKind::Compensatable => {}
-                StepKind::Pivot if seen_pivot => return Err(DefinitionError::SecondPivot(step.name)),
+                StepKind::Pivot if seen_pivot => {
+                    return Err(DefinitionError::SecondPivot(step.name));
+                }
                 StepKind::Pivot => {
                     seen_pivot = true;
                     seen_forward_only = true;
@@ -176,7 +178,10 @@ impl SagaDefinition {
             }
         }
         if let Some(p) = self.pivot() {
-            if let Some(r) = self.steps[..p].iter().find(|s| s.kind == StepKind::Retriable) {
+            if let Some(r) = self.steps[..p]
+                .iter()
+                .find(|s| s.kind == StepKind::Retriable)
+            {
                 return Err(DefinitionError::RetriableBeforePivot(r.name));
             }
         }

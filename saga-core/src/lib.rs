@@ -2,8 +2,12 @@
 #![warn(missing_docs)]
 
 pub mod definition;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod engine;
 pub mod machine;
 pub mod step;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod store;
 
 pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinition, StepKind};
 pub use step::{BoxFuture, Op, Retry, Saga, SagaSteps, StepContext, StepError};

@@ -1,0 +1,499 @@
+//! One task per saga instance being driven: apply an event, persist the new state under the
+//! fence, then carry out the commands. Step calls run as tasks of their own and report back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
+
+use super::Inner;
+use super::registry::{AnyInput, ErasedSaga};
+use crate::definition::SagaDefinition;
+use crate::machine::{self, Command, Event, Limits, SagaState, SagaStatus, StepState};
+use crate::step::{Op, StepContext, StepError};
+use crate::store::{AttemptRecord, TransitionWrite, now_ms};
+
+/// Messages from the engine to a driver.
+pub(crate) enum Control {
+    /// An operator's event.
+    Event(Event),
+    /// Stop driving at once (shutdown, or a newer driver took over in this process).
+    Stop,
+}
+
+/// What a driver starts from.
+pub(crate) struct Start {
+    pub saga: Arc<dyn ErasedSaga>,
+    pub gid: String,
+    pub fence: i64,
+    pub input: AnyInput,
+    pub state: SagaState,
+    pub deadline_at: Option<i64>,
+    /// Commands of a transition already persisted (the submit's first dispatch).
+    pub commands: Vec<Command>,
+    /// The first event to apply.
+    pub event: Option<Event>,
+}
+
+enum Outcome {
+    Succeeded(Value),
+    Failed(String),
+    InDoubt(String),
+}
+
+struct CallResult {
+    step: usize,
+    op: Op,
+    attempt: u32,
+    started_at: i64,
+    finished_at: i64,
+    outcome: Outcome,
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    limits: Limits,
+    saga: Arc<dyn ErasedSaga>,
+    def: &'static SagaDefinition,
+    gid: String,
+    fence: i64,
+    input: AnyInput,
+    state: SagaState,
+    deadline_at: Option<i64>,
+    calls: HashMap<(usize, Op), (u32, AbortHandle)>,
+    finished_calls: Vec<AttemptRecord>,
+    results: mpsc::UnboundedSender<CallResult>,
+    wake: Arc<Notify>,
+}
+
+/// Whether the driver goes on after a transition.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    limits: Limits,
+    start: Start,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let (results_tx, mut results) = mpsc::unbounded_channel();
+    let def = start.saga.definition();
+    let mut d = Driver {
+        inner,
+        limits,
+        def,
+        saga: start.saga,
+        gid: start.gid,
+        fence: start.fence,
+        input: start.input,
+        state: start.state,
+        deadline_at: start.deadline_at,
+        calls: HashMap::new(),
+        finished_calls: Vec::new(),
+        results: results_tx,
+        wake: Arc::new(Notify::new()),
+    };
+    let span = tracing::info_span!("saga", gid = %d.gid, saga = d.def.name);
+    let work = async move {
+        if d.execute(start.commands) == Flow::Stop {
+            return;
+        }
+        if let Some(event) = start.event {
+            if d.apply(event).await == Flow::Stop {
+                return;
+            }
+        }
+        let renew_every = d.inner.config.lease / 3;
+        loop {
+            let deadline = d.deadline_pending();
+            let flow = tokio::select! {
+                Some(r) = results.recv() => {
+                    match d.on_result(r) {
+                        Some(event) => d.apply(event).await,
+                        None => Flow::Continue,
+                    }
+                }
+                c = control.recv() => match c {
+                    Some(Control::Event(event)) => {
+                        if event == Event::RetryRequested {
+                            d.wake.notify_waiters();
+                        }
+                        d.apply(event).await
+                    }
+                    Some(Control::Stop) | None => Flow::Stop,
+                },
+                _ = sleep_until_ms(deadline), if deadline.is_some() => {
+                    d.apply(Event::DeadlinePassed).await
+                }
+                _ = tokio::time::sleep(renew_every) => d.renew().await,
+            };
+            if flow == Flow::Stop {
+                break;
+            }
+        }
+        d.abort_calls(None);
+    };
+    tracing::Instrument::instrument(work, span).await;
+}
+
+async fn sleep_until_ms(at: Option<i64>) {
+    let wait = at.map(|t| (t - now_ms()).max(0) as u64).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+impl Driver {
+    /// The deadline to watch, while the saga runs forward before its point of no return.
+    fn deadline_pending(&self) -> Option<i64> {
+        if self.state.status != SagaStatus::Running
+            || machine::past_point_of_no_return(self.def, &self.state)
+        {
+            return None;
+        }
+        self.deadline_at
+    }
+
+    fn on_result(&mut self, r: CallResult) -> Option<Event> {
+        // Only the call we are waiting for counts; an abandoned or superseded one is ignored.
+        match self.calls.get(&(r.step, r.op)) {
+            Some((attempt, _)) if *attempt == r.attempt => {
+                self.calls.remove(&(r.step, r.op));
+            }
+            _ => return None,
+        }
+        let name = self.def.steps[r.step].name;
+        let (outcome, error) = match &r.outcome {
+            Outcome::Succeeded(_) => ("succeeded", None),
+            Outcome::Failed(reason) => ("failed", Some(reason.clone())),
+            Outcome::InDoubt(error) => ("in_doubt", Some(error.clone())),
+        };
+        metrics::counter!("saga_step_attempts_total", "saga" => self.def.name, "step" => name,
+            "op" => r.op.as_str(), "outcome" => outcome)
+        .increment(1);
+        metrics::histogram!("saga_step_duration_seconds", "saga" => self.def.name, "step" => name,
+            "op" => r.op.as_str())
+        .record((r.finished_at - r.started_at) as f64 / 1000.0);
+        match &r.outcome {
+            Outcome::Succeeded(_) => {
+                tracing::debug!(step = name, op = %r.op, attempt = r.attempt, "call succeeded")
+            }
+            _ => {
+                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome, error = error.as_deref().unwrap_or(""), "call did not succeed")
+            }
+        }
+        self.finished_calls.push(AttemptRecord {
+            gid: self.gid.clone(),
+            step: name.to_string(),
+            op: r.op.as_str().to_string(),
+            attempt: i64::from(r.attempt),
+            owner: self.inner.config.instance_id.clone(),
+            fence: self.fence,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: outcome.to_string(),
+            error,
+        });
+        Some(match (r.op, r.outcome) {
+            (Op::Action, Outcome::Succeeded(output)) => Event::ActionSucceeded {
+                step: r.step,
+                output,
+            },
+            (Op::Action, Outcome::Failed(reason)) => Event::ActionFailed {
+                step: r.step,
+                reason,
+            },
+            (Op::Action, Outcome::InDoubt(error)) => Event::ActionInDoubt {
+                step: r.step,
+                error,
+            },
+            (Op::Compensate, Outcome::Succeeded(_)) => {
+                Event::CompensationSucceeded { step: r.step }
+            }
+            (Op::Compensate, Outcome::Failed(error) | Outcome::InDoubt(error)) => {
+                Event::CompensationInDoubt {
+                    step: r.step,
+                    error,
+                }
+            }
+        })
+    }
+
+    /// Applies an event: transition, persist, then carry out the commands.
+    async fn apply(&mut self, event: Event) -> Flow {
+        let (next, commands) = machine::transition(self.def, &self.limits, &self.state, event);
+        if next == self.state && commands.is_empty() && self.finished_calls.is_empty() {
+            return Flow::Continue;
+        }
+        let finish = commands.contains(&Command::Finish);
+        let delay_ms = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::RunAction { step, backoff, .. }
+                | Command::RunCompensation { step, backoff, .. } => {
+                    Some(self.backoff(*step, *backoff).as_millis() as i64)
+                }
+                _ => None,
+            })
+            .min()
+            .unwrap_or(0);
+        let now = now_ms();
+        let write = TransitionWrite {
+            gid: self.gid.clone(),
+            fence: self.fence,
+            status: next.status,
+            phase: next.phase,
+            reason: next.reason.clone(),
+            next_wake_at: now + delay_ms,
+            lease_until: now + self.inner.config.lease.as_millis() as i64,
+            release: finish,
+            steps: changed_steps(&self.state, &next),
+            attempts: std::mem::take(&mut self.finished_calls),
+            now,
+        };
+        if !self.persist(write).await {
+            return Flow::Stop;
+        }
+        let before = self.state.status;
+        self.state = next;
+        if finish {
+            self.on_finish(before);
+        }
+        self.execute(commands)
+    }
+
+    fn on_finish(&self, before: SagaStatus) {
+        let status = self.state.status;
+        metrics::counter!("saga_finished_total", "saga" => self.def.name, "status" => status.as_str())
+            .increment(1);
+        match status {
+            SagaStatus::Stuck => tracing::error!(
+                reason = self.state.reason.as_deref().unwrap_or(""),
+                "saga is stuck and needs an operator"
+            ),
+            _ => tracing::info!(
+                status = %status,
+                reason = self.state.reason.as_deref().unwrap_or(""),
+                from = %before,
+                "saga finished"
+            ),
+        }
+    }
+
+    /// Writes under the fence. Retries database errors for a while; `false` when the fence is
+    /// stale (another engine owns the saga) or the store stays unavailable.
+    async fn persist(&mut self, write: TransitionWrite) -> bool {
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..40 {
+            match self.inner.store.write(write.clone()).await {
+                Ok(true) => return true,
+                Ok(false) => {
+                    tracing::warn!(fence = self.fence, "lease lost to another engine; stopping");
+                    metrics::counter!("saga_fenced_writes_total").increment(1);
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "persisting a transition failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::error!("store unavailable; leaving the saga to be claimed again");
+        false
+    }
+
+    /// Extends the lease while the saga waits on calls or backoffs.
+    async fn renew(&mut self) -> Flow {
+        let now = now_ms();
+        let write = TransitionWrite {
+            gid: self.gid.clone(),
+            fence: self.fence,
+            status: self.state.status,
+            phase: self.state.phase,
+            reason: self.state.reason.clone(),
+            next_wake_at: now,
+            lease_until: now + self.inner.config.lease.as_millis() as i64,
+            release: false,
+            steps: Vec::new(),
+            attempts: std::mem::take(&mut self.finished_calls),
+            now,
+        };
+        if self.persist(write).await {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    }
+
+    fn execute(&mut self, commands: Vec<Command>) -> Flow {
+        for command in commands {
+            match command {
+                Command::RunAction {
+                    step,
+                    attempt,
+                    backoff,
+                } => self.spawn_call(step, Op::Action, attempt, backoff, None),
+                Command::RunCompensation {
+                    step,
+                    attempt,
+                    backoff,
+                    output,
+                } => self.spawn_call(step, Op::Compensate, attempt, backoff, output),
+                Command::AbandonActions => self.abort_calls(Some(Op::Action)),
+                Command::Finish => {
+                    self.abort_calls(None);
+                    return Flow::Stop;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn abort_calls(&mut self, op: Option<Op>) {
+        self.calls.retain(|(_, call_op), (_, handle)| {
+            if op.is_none_or(|o| o == *call_op) {
+                handle.abort();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// The n-th backoff delay of `step`: exponential from the initial delay, capped, with
+    /// "equal jitter" (half fixed, half random) so that retries of many sagas spread out.
+    fn backoff(&self, step: usize, n: u32) -> Duration {
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let retry = self.def.steps[step].retry;
+        let initial = retry
+            .initial_ms
+            .unwrap_or(self.inner.config.retry_initial.as_millis() as u64);
+        let max = retry
+            .max_ms
+            .unwrap_or(self.inner.config.retry_max.as_millis() as u64);
+        let exp = initial.saturating_mul(1u64 << (n - 1).min(30)).min(max);
+        let half = exp / 2;
+        let jitter = if half > 0 {
+            rand::rng().random_range(0..=half)
+        } else {
+            0
+        };
+        Duration::from_millis(half + jitter)
+    }
+
+    fn spawn_call(
+        &mut self,
+        step: usize,
+        op: Op,
+        attempt: u32,
+        backoff: u32,
+        output: Option<Value>,
+    ) {
+        let delay = self.backoff(step, backoff);
+        let timeout = self.def.steps[step]
+            .timeout()
+            .unwrap_or(self.inner.config.step_timeout);
+        let outputs: BTreeMap<String, Value> = self
+            .state
+            .steps
+            .iter()
+            .zip(self.def.steps)
+            .filter_map(|(s, d)| s.output.clone().map(|o| (d.name.to_string(), o)))
+            .collect();
+        let ctx = StepContext {
+            gid: self.gid.clone(),
+            step: self.def.steps[step].name,
+            op,
+            attempt,
+            outputs,
+        };
+        let call = match op {
+            Op::Action => self.saga.run_action(step, ctx, self.input.clone()),
+            Op::Compensate => {
+                let fut = self
+                    .saga
+                    .run_compensation(step, ctx, self.input.clone(), output);
+                Box::pin(async move {
+                    fut.await
+                        .map(|()| Value::Null)
+                        .map_err(|r| StepError::Retry(r.0))
+                })
+            }
+        };
+        let results = self.results.clone();
+        let wake = self.wake.clone();
+        let handle = tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            let started_at = now_ms();
+            let result = tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await;
+            let outcome = match result {
+                Err(_) => Outcome::InDoubt(format!("timed out after {} ms", timeout.as_millis())),
+                Ok(Err(panic)) => {
+                    Outcome::InDoubt(format!("step panicked: {}", panic_message(&panic)))
+                }
+                Ok(Ok(Ok(v))) => Outcome::Succeeded(v),
+                Ok(Ok(Err(StepError::Failure(r)))) => Outcome::Failed(r),
+                Ok(Ok(Err(StepError::Retry(r)))) => Outcome::InDoubt(r),
+            };
+            let _ = results.send(CallResult {
+                step,
+                op,
+                attempt,
+                started_at,
+                finished_at: now_ms(),
+                outcome,
+            });
+        });
+        if let Some((_, old)) = self
+            .calls
+            .insert((step, op), (attempt, handle.abort_handle()))
+        {
+            old.abort();
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Steps whose persisted fields changed (the in-flight marker is not persisted).
+fn changed_steps(before: &SagaState, after: &SagaState) -> Vec<(usize, StepState)> {
+    before
+        .steps
+        .iter()
+        .zip(&after.steps)
+        .enumerate()
+        .filter(|(_, (b, a))| {
+            b.status != a.status
+                || b.attempts != a.attempts
+                || b.compensate_attempts != a.compensate_attempts
+                || b.attempts_base != a.attempts_base
+                || b.compensate_attempts_base != a.compensate_attempts_base
+                || b.output != a.output
+                || b.last_error != a.last_error
+        })
+        .map(|(i, (_, a))| (i, a.clone()))
+        .collect()
+}
