@@ -1,0 +1,182 @@
+//! `serve`: the order API, the participants and the engine in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use saga_core::engine::{Engine, EngineConfig};
+
+use crate::api::{self, Api};
+use crate::db::{self, Location};
+use crate::faults::{Fault, Faults};
+use crate::participants::{self, Participants};
+use crate::saga::{HttpSteps, PayOrder, SubmitOrder};
+
+/// Arguments of `serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    /// Directory of the SQLite files: order.db, stock.db, coupon.db, payment.db and saga.db
+    /// (default ./data).
+    #[arg(long, conflicts_with = "database_url")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL instead of SQLite: each service in its own schema and pool. Several
+    /// `serve` processes may share one database.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Lease owner name; default `{hostname}:{port}`, stable across restarts.
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// Token for the operator actions (`Authorization: Bearer TOKEN`); without it they are
+    /// refused.
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Inject a fault: `<service>.<op>:<kind>[:<count>]`, kind one of error, fail,
+    /// crash_before_commit, crash_after_commit, delay_ms=N (repeatable).
+    #[arg(long = "fault")]
+    pub fault: Vec<String>,
+    /// Timeout of one step call.
+    #[arg(long, default_value_t = 3000)]
+    pub step_timeout_ms: u64,
+    /// First retry delay.
+    #[arg(long, default_value_t = 100)]
+    pub retry_initial_ms: u64,
+    /// Largest retry delay.
+    #[arg(long, default_value_t = 5000)]
+    pub retry_max_ms: u64,
+    /// Deadline of a saga before its pivot, from submission; then it is compensated.
+    #[arg(long, default_value_t = 30000)]
+    pub saga_deadline_ms: u64,
+    /// Lease length of an engine on a saga.
+    #[arg(long, default_value_t = 5000)]
+    pub lease_ms: u64,
+    /// Calls of an undo or a retriable step before the saga is parked as stuck.
+    #[arg(long, default_value_t = 10)]
+    pub max_attempts: u32,
+}
+
+/// Where the data lives, from the two exclusive flags.
+pub fn location(data_dir: Option<PathBuf>, url: Option<String>) -> anyhow::Result<Location> {
+    match (data_dir, url) {
+        (Some(_), Some(_)) => anyhow::bail!("--data-dir and --database-url cannot be used together"),
+        (_, Some(url)) => Ok(Location::Url(url)),
+        (dir, None) => Ok(Location::Dir(dir.unwrap_or_else(|| PathBuf::from("./data")))),
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default`.
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn install_metrics() -> Option<PrometheusHandle> {
+    let buckets = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &buckets)
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Runs `serve` until Ctrl-C or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let faults: Vec<Fault> = args
+        .fault
+        .iter()
+        .map(|s| s.parse::<Fault>())
+        .collect::<Result<_, _>>()?;
+    let loc = location(args.data_dir.clone(), args.database_url.clone())?;
+    let metrics = install_metrics();
+    let services = db::open_services(&loc).await.context("opening the service databases")?;
+    let store = db::open_store(&loc).await.context("opening the saga store")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let instance_id = args
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("building the HTTP client")?;
+    let steps = HttpSteps::new(http, &format!("http://{addr}"));
+    let config = EngineConfig {
+        instance_id,
+        lease: Duration::from_millis(args.lease_ms.max(100)),
+        retry_initial: Duration::from_millis(args.retry_initial_ms.max(1)),
+        retry_max: Duration::from_millis(args.retry_max_ms.max(args.retry_initial_ms.max(1))),
+        step_timeout: Duration::from_millis(args.step_timeout_ms.max(1)),
+        saga_deadline: Some(Duration::from_millis(args.saga_deadline_ms.max(1))),
+        max_attempts: args.max_attempts.max(1),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::builder(store)
+        .config(config)
+        .register::<SubmitOrder, _>(steps.clone())
+        .register::<PayOrder, _>(steps)
+        .build()
+        .await
+        .context("starting the saga engine")?;
+    let participants = participants::router(Participants {
+        services: services.clone(),
+        faults: Arc::new(Faults::new(faults)),
+    });
+    let app = api::router(
+        Api {
+            engine: engine.clone(),
+            services,
+            admin_token: args.admin_token.clone(),
+            metrics,
+        },
+        participants,
+    );
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, instance = engine.config().instance_id, "serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
