@@ -5,6 +5,8 @@
 //! Transitions and submits go through a group-commit writer that puts whatever is queued, from
 //! many sagas, into one transaction: one fsync serves them all.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -233,6 +235,14 @@ pub struct Store {
     backend: Backend,
     writer: mpsc::Sender<(WriteOp, Reply)>,
     batch_limit: usize,
+    stats: Arc<WriterStats>,
+}
+
+/// Counters of the group-commit writer.
+#[derive(Debug, Default)]
+struct WriterStats {
+    commits: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -274,12 +284,25 @@ impl Store {
     fn start(backend: Backend) -> Store {
         let (tx, rx) = mpsc::channel(4096);
         let batch_limit = 256;
-        tokio::spawn(run_writer(backend.clone(), rx, batch_limit));
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(run_writer(backend.clone(), rx, batch_limit, stats.clone()));
         Store {
             backend,
             writer: tx,
             batch_limit,
+            stats,
         }
+    }
+
+    /// Transactions the group-commit writer has committed so far (each holds one or more
+    /// writes, of one or more sagas).
+    pub fn commits(&self) -> u64 {
+        self.stats.commits.load(Ordering::Relaxed)
+    }
+
+    /// Writes (submits and transitions) the group-commit writer has applied so far.
+    pub fn writes(&self) -> u64 {
+        self.stats.writes.load(Ordering::Relaxed)
     }
 
     /// `sqlite` or `postgres`.
@@ -466,13 +489,20 @@ impl ReadHandle<'_> {
 /// The group-commit writer: takes what is queued (up to `limit` writes), applies it in one
 /// transaction, answers each caller. If the batch fails as a whole, each write is retried in a
 /// transaction of its own so that one bad write does not fail its neighbours.
-async fn run_writer(backend: Backend, mut rx: mpsc::Receiver<(WriteOp, Reply)>, limit: usize) {
+async fn run_writer(
+    backend: Backend,
+    mut rx: mpsc::Receiver<(WriteOp, Reply)>,
+    limit: usize,
+    stats: Arc<WriterStats>,
+) {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(limit);
     while rx.recv_many(&mut batch, limit).await > 0 {
         let ops: Vec<&WriteOp> = batch.iter().map(|(op, _)| op).collect();
         let result = on_backend!(backend, pool => b::write_batch(pool, &ops).await, write);
         match result {
             Ok(outcomes) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 metrics::histogram!("saga_store_batch_size").record(batch.len() as f64);
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -487,6 +517,10 @@ async fn run_writer(backend: Backend, mut rx: mpsc::Receiver<(WriteOp, Reply)>, 
                 for (op, reply) in batch.drain(..) {
                     let one = [&op];
                     let r = on_backend!(backend, pool => b::write_batch(pool, &one).await, write);
+                    if r.is_ok() {
+                        stats.commits.fetch_add(1, Ordering::Relaxed);
+                        stats.writes.fetch_add(1, Ordering::Relaxed);
+                    }
                     let _ = reply.send(r.map(|mut v| v.remove(0)).map_err(|e| e.to_string()));
                 }
             }
