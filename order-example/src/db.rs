@@ -43,9 +43,6 @@ pub const DEFAULT_STOCK: [(i64, i64); 2] = [(1, 100), (2, 200)];
 /// Default coupons `(coupon_id, user_id)`.
 pub const DEFAULT_COUPONS: [(i64, i64); 5] = [(101, 1), (102, 1), (103, 1), (104, 1), (105, 1)];
 
-/// Schema (PostgreSQL) or file stem (SQLite) of each part.
-pub const PARTS: [&str; 5] = ["orders", "stock", "coupons", "payments", "saga"];
-
 fn migrator(service: &str) -> sqlx::migrate::Migrator {
     let mut m = match service {
         "orders" => sqlx::migrate!("./migrations/order"),

@@ -139,8 +139,8 @@ async fn show(c: &Client, base: &str, gid: &str, order_id: &str, coupon: Option<
             "   {:<16} {:<12} {:>8} {:>12}  {}",
             s["name"].as_str().unwrap_or(""),
             s["status"].as_str().unwrap_or(""),
-            s["attempts"],
-            s["compensate_attempts"],
+            s["attempts"].to_string(),
+            s["compensate_attempts"].to_string(),
             s["last_error"].as_str().unwrap_or("-")
         );
     }

@@ -188,11 +188,6 @@ impl Faults {
         Faults { faults }
     }
 
-    /// Whether no fault is configured.
-    pub fn is_empty(&self) -> bool {
-        self.faults.is_empty()
-    }
-
     /// Fires the faults that act before any work, in command-line order: delays sleep, the
     /// first `error` or `fail` that fires decides the reply.
     pub async fn before(&self, point: Point) -> Before {

@@ -12,16 +12,16 @@ use crate::model::{OrderRequest, PayRequest};
 #[saga(input = OrderRequest)]
 pub enum SubmitOrder {
     /// Creates the order row (`created`); undo: `cancelled`.
-    #[compensate = order_create_revert]
+    #[compensate(order_create_revert)]
     OrderCreate,
     /// Deducts stock if enough remains; undo: adds it back.
-    #[compensate = stock_deduct_revert]
+    #[compensate(stock_deduct_revert)]
     StockDeduct,
     /// Marks the coupon used (nothing without a coupon); undo: unused again.
-    #[compensate = coupon_use_revert]
+    #[compensate(coupon_use_revert)]
     CouponUse,
     /// Creates the pending payment document; undo: `cancelled`.
-    #[compensate = pay_create_revert]
+    #[compensate(pay_create_revert)]
     PayCreate,
 }
 
@@ -133,6 +133,8 @@ impl PayOrderSteps for HttpSteps {
         // A refusal here is not a business failure: the payment is captured, so retry.
         self.action("/api/busi/orderMarkPaid", ctx, input)
             .await
-            .map_err(|e| Retry::new(e.to_string()))
+            .map_err(|e| match e {
+                StepError::Failure(reason) | StepError::Retry(reason) => Retry(reason),
+            })
     }
 }
