@@ -17,7 +17,7 @@
 //! #[derive(Saga)]
 //! #[saga(input = Transfer)]
 //! enum MoveMoney {
-//!     #[compensate = refund]
+//!     #[compensate(refund)]
 //!     Debit,
 //!     #[pivot]
 //!     Credit,
