@@ -177,13 +177,12 @@ impl SagaDefinition {
                 }
             }
         }
-        if let Some(p) = self.pivot() {
-            if let Some(r) = self.steps[..p]
+        if let Some(p) = self.pivot()
+            && let Some(r) = self.steps[..p]
                 .iter()
                 .find(|s| s.kind == StepKind::Retriable)
-            {
-                return Err(DefinitionError::RetriableBeforePivot(r.name));
-            }
+        {
+            return Err(DefinitionError::RetriableBeforePivot(r.name));
         }
         Ok(())
     }

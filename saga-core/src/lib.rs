@@ -1,14 +1,20 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+#[cfg(feature = "runtime")]
+pub mod barrier;
 pub mod definition;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod engine;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod machine;
 pub mod step;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod store;
 
+#[cfg(feature = "runtime")]
+pub use barrier::{Barrier, BarrierError, BarrierOutcome};
 pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinition, StepKind};
 pub use step::{BoxFuture, Op, Retry, Saga, SagaSteps, StepContext, StepError};
 

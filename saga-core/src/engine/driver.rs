@@ -107,11 +107,10 @@ pub(crate) async fn run(
         if d.execute(start.commands) == Flow::Stop {
             return;
         }
-        if let Some(event) = start.event {
-            if d.apply(event).await == Flow::Stop {
+        if let Some(event) = start.event
+            && d.apply(event).await == Flow::Stop {
                 return;
             }
-        }
         let renew_every = d.inner.config.lease / 3;
         loop {
             let deadline = d.deadline_pending();

@@ -622,11 +622,10 @@ impl Engine {
             .lock()
             .ok()
             .and_then(|d| d.get(&record.gid).cloned());
-        if let Some(tx) = local {
-            if tx.send(Control::Event(event.clone())).is_ok() {
+        if let Some(tx) = local
+            && tx.send(Control::Event(event.clone())).is_ok() {
                 return Ok(());
             }
-        }
         // Not driven here: take the instance (fencing out any other driver) and drive it.
         let saga = self.saga_for(&record)?;
         let Some(fence) = self
@@ -778,21 +777,19 @@ impl Engine {
     fn spawn_driver(&self, start: driver::Start) {
         let (tx, rx) = mpsc::unbounded_channel();
         let gid = start.gid.clone();
-        if let Ok(mut d) = self.inner.drivers.lock() {
-            if let Some(old) = d.insert(gid.clone(), tx) {
+        if let Ok(mut d) = self.inner.drivers.lock()
+            && let Some(old) = d.insert(gid.clone(), tx) {
                 let _ = old.send(Control::Stop);
             }
-        }
         let engine = self.clone();
         tokio::spawn(async move {
             driver::run(engine.inner.clone(), engine.limits(), start, rx).await;
             // A newer driver for the same gid may have replaced this one: remove only our own
             // entry, whose receiver is gone now.
-            if let Ok(mut d) = engine.inner.drivers.lock() {
-                if d.get(&gid).is_some_and(|tx| tx.is_closed()) {
+            if let Ok(mut d) = engine.inner.drivers.lock()
+                && d.get(&gid).is_some_and(|tx| tx.is_closed()) {
                     d.remove(&gid);
                 }
-            }
             engine.inner.finished.notify_waiters();
         });
     }

@@ -1,0 +1,453 @@
+//! HTTP glue for both ends of a step call (feature `http`).
+//!
+//! The barrier identity travels in headers: [`SAGA_GID`], [`SAGA_BRANCH`] (the step's persisted
+//! name), [`SAGA_OP`] (`action` or `compensate`) and, optionally, [`SAGA_BARRIER`] (the number of
+//! the handler's first barrier call, default 1). Replies mean:
+//!
+//! | reply                                   | meaning                                        |
+//! |-----------------------------------------|------------------------------------------------|
+//! | 2xx                                     | done; the JSON body (if any) is the output     |
+//! | 409 `{"error": reason}`                 | business failure                               |
+//! | 425, 503                                | retry later                                    |
+//! | anything else, a timeout, no connection | in doubt: retried (the barrier absorbs repeats) |
+//!
+//! - Participant side: the [`SagaHeaders`] extractor, and [`IntoResponse`] for
+//!   [`BarrierOutcome`], [`BarrierError`], [`StepError`] and [`Retry`], so that a handler is the
+//!   barrier call itself:
+//!
+//! ```
+//! use axum::extract::State;
+//! use saga_core::StepError;
+//! use saga_core::barrier::{BarrierError, BarrierOutcome};
+//! use saga_core::http::SagaHeaders;
+//! use sqlx::SqlitePool;
+//!
+//! async fn stock_deduct(
+//!     headers: SagaHeaders,
+//!     State(pool): State<SqlitePool>,
+//! ) -> Result<BarrierOutcome<()>, BarrierError<StepError>> {
+//!     headers
+//!         .barrier()
+//!         .call(&pool, |conn| {
+//!             Box::pin(async move {
+//!                 let done = sqlx::query(
+//!                     "UPDATE stock SET stock = stock - 1 WHERE product_id = 1 AND stock >= 1",
+//!                 )
+//!                 .execute(&mut *conn)
+//!                 .await
+//!                 .map_err(|e| StepError::retry(e.to_string()))?;
+//!                 if done.rows_affected() == 0 {
+//!                     return Err(StepError::failure("not enough stock"));
+//!                 }
+//!                 Ok(())
+//!             })
+//!         })
+//!         .await
+//! }
+//!
+//! let app: axum::Router<SqlitePool> =
+//!     axum::Router::new().route("/api/busi/stockDeduct", axum::routing::post(stock_deduct));
+//! ```
+//!
+//! - Coordinator side: [`StepClient`] sends the headers and maps the reply to a step result.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::barrier::{self, Barrier, BarrierError, BarrierOutcome, InvalidKey};
+use crate::step::{Op, Retry, StepContext, StepError};
+
+/// Header carrying the saga instance's gid.
+pub const SAGA_GID: HeaderName = HeaderName::from_static("saga-gid");
+/// Header carrying the branch id: the step's persisted name.
+pub const SAGA_BRANCH: HeaderName = HeaderName::from_static("saga-branch");
+/// Header carrying the op: `action` or `compensate`.
+pub const SAGA_OP: HeaderName = HeaderName::from_static("saga-op");
+/// Optional header carrying the number of the handler's first barrier call (default 1).
+pub const SAGA_BARRIER: HeaderName = HeaderName::from_static("saga-barrier");
+
+/// The reason a participant gives for an action that arrived after its undo.
+pub const CANCELLED_REASON: &str = "compensated before the action ran";
+
+/// The barrier identity of a step call, read from the request headers.
+///
+/// Rejects the request with 400 and `{"error": "..."}` naming the header when one is missing or
+/// invalid (see [`barrier::validate_gid`], [`barrier::validate_branch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaHeaders {
+    /// `Saga-Gid`: the saga instance's gid.
+    pub gid: String,
+    /// `Saga-Branch`: the step's persisted name.
+    pub branch: String,
+    /// `Saga-Op`: action or compensation.
+    pub op: Op,
+    /// `Saga-Barrier`: the number of the first barrier call, if sent.
+    pub barrier: Option<u32>,
+}
+
+impl SagaHeaders {
+    /// The barrier for this call; each of its calls takes the next barrier id.
+    pub fn barrier(&self) -> Barrier {
+        Barrier::validated(
+            self.gid.clone(),
+            self.branch.clone(),
+            self.op,
+            self.barrier.unwrap_or(1),
+        )
+    }
+
+    /// Checks that the call is for `branch` with one of `ops`: an endpoint serves one step, and
+    /// an action endpoint does not take an undo (and vice versa). The error is a 400 rejection.
+    pub fn expect(&self, branch: &str, ops: &[Op]) -> Result<(), SagaHeadersRejection> {
+        if self.branch != branch {
+            return Err(SagaHeadersRejection::new(
+                &SAGA_BRANCH,
+                format!(
+                    "this endpoint serves step `{branch}`, not `{}`",
+                    self.branch
+                ),
+            ));
+        }
+        if !ops.contains(&self.op) {
+            return Err(SagaHeadersRejection::new(
+                &SAGA_OP,
+                format!("this endpoint does not serve op `{}`", self.op),
+            ));
+        }
+        Ok(())
+    }
+
+    fn parse(parts: &Parts) -> Result<Self, SagaHeadersRejection> {
+        let gid = required(parts, &SAGA_GID)?;
+        barrier::validate_gid(gid).map_err(|e| SagaHeadersRejection::invalid(&SAGA_GID, e))?;
+        let branch = required(parts, &SAGA_BRANCH)?;
+        barrier::validate_branch(branch)
+            .map_err(|e| SagaHeadersRejection::invalid(&SAGA_BRANCH, e))?;
+        let op = barrier::parse_op(required(parts, &SAGA_OP)?)
+            .map_err(|e| SagaHeadersRejection::invalid(&SAGA_OP, e))?;
+        let barrier = match optional(parts, &SAGA_BARRIER)? {
+            None => None,
+            Some(raw) => match raw.parse::<u32>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    return Err(SagaHeadersRejection::new(
+                        &SAGA_BARRIER,
+                        format!("expected a barrier number from 1, got {raw:?}"),
+                    ));
+                }
+            },
+        };
+        Ok(SagaHeaders {
+            gid: gid.to_string(),
+            branch: branch.to_string(),
+            op,
+            barrier,
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SagaHeaders {
+    type Rejection = SagaHeadersRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        SagaHeaders::parse(parts)
+    }
+}
+
+fn optional<'p>(
+    parts: &'p Parts,
+    name: &HeaderName,
+) -> Result<Option<&'p str>, SagaHeadersRejection> {
+    match parts.headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| SagaHeadersRejection::new(name, "the value is not visible ASCII")),
+    }
+}
+
+fn required<'p>(parts: &'p Parts, name: &HeaderName) -> Result<&'p str, SagaHeadersRejection> {
+    optional(parts, name)?.ok_or_else(|| SagaHeadersRejection::new(name, "missing"))
+}
+
+/// A missing or invalid barrier header: answered with 400 and `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("header {header}: {message}")]
+pub struct SagaHeadersRejection {
+    header: &'static str,
+    message: String,
+}
+
+impl SagaHeadersRejection {
+    fn new(header: &HeaderName, message: impl Into<String>) -> Self {
+        SagaHeadersRejection {
+            header: display_name(header),
+            message: message.into(),
+        }
+    }
+
+    fn invalid(header: &HeaderName, error: InvalidKey) -> Self {
+        SagaHeadersRejection::new(header, error.to_string())
+    }
+
+    /// The header's name as documented (`Saga-Gid`, ...).
+    pub fn header(&self) -> &'static str {
+        self.header
+    }
+}
+
+fn display_name(header: &HeaderName) -> &'static str {
+    match header.as_str() {
+        "saga-gid" => "Saga-Gid",
+        "saga-branch" => "Saga-Branch",
+        "saga-op" => "Saga-Op",
+        "saga-barrier" => "Saga-Barrier",
+        _ => "Saga-*",
+    }
+}
+
+impl IntoResponse for SagaHeadersRejection {
+    fn into_response(self) -> Response {
+        error_response(StatusCode::BAD_REQUEST, self.to_string())
+    }
+}
+
+/// A JSON error reply: `status` with `{"error": message}`.
+pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// `Ran(output)`: 200 with the output as JSON. `Duplicate` and `NullCompensation`: 200 with an
+/// empty body (read as `null`; a step whose output is not nullable should recompute its output
+/// on a duplicate instead). `Cancelled`: 409 with [`CANCELLED_REASON`].
+impl<T: Serialize> IntoResponse for BarrierOutcome<T> {
+    fn into_response(self) -> Response {
+        match self {
+            BarrierOutcome::Ran(output) => (StatusCode::OK, Json(output)).into_response(),
+            BarrierOutcome::Duplicate | BarrierOutcome::NullCompensation => {
+                StatusCode::OK.into_response()
+            }
+            BarrierOutcome::Cancelled => error_response(StatusCode::CONFLICT, CANCELLED_REASON),
+        }
+    }
+}
+
+/// `Business(e)`: `e`'s own reply (409 for a [`StepError::Failure`]). `Database`: 503, retry
+/// later (the transaction was rolled back). `InvalidKey`: 400.
+impl<E: IntoResponse> IntoResponse for BarrierError<E> {
+    fn into_response(self) -> Response {
+        match self {
+            BarrierError::Business(e) => e.into_response(),
+            BarrierError::Database(e) => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("participant database error: {e}"),
+            ),
+            BarrierError::InvalidKey(e) => error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+}
+
+/// `Failure(reason)`: 409 `{"error": reason}`; `Retry(reason)`: 503 `{"error": reason}`.
+impl IntoResponse for StepError {
+    fn into_response(self) -> Response {
+        match self {
+            StepError::Failure(reason) => error_response(StatusCode::CONFLICT, reason),
+            StepError::Retry(reason) => error_response(StatusCode::SERVICE_UNAVAILABLE, reason),
+        }
+    }
+}
+
+/// 503 `{"error": reason}`.
+impl IntoResponse for Retry {
+    fn into_response(self) -> Response {
+        error_response(StatusCode::SERVICE_UNAVAILABLE, self.0)
+    }
+}
+
+/// Calls participant endpoints for a saga's steps over HTTP: `POST {base_url}{path}` with the
+/// input as JSON and the barrier headers, mapping the reply as the module docs describe.
+///
+/// ```no_run
+/// # async fn run(ctx: &saga_core::StepContext) -> Result<(), saga_core::StepError> {
+/// use std::time::Duration;
+/// let stock = saga_core::http::StepClient::new("http://127.0.0.1:8081")
+///     .timeout(Duration::from_secs(3));
+/// let () = stock.call("/api/busi/stockDeduct", ctx, &serde_json::json!({"product_id": 1})).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StepClient {
+    client: reqwest::Client,
+    base_url: String,
+    timeout: Option<Duration>,
+}
+
+/// A reply, classified.
+enum Reply {
+    Success(Vec<u8>),
+    Failure(String),
+    InDoubt(String),
+}
+
+impl StepClient {
+    /// A client for the participant at `base_url` (`http://host:port`), with a new
+    /// `reqwest::Client` and no timeout of its own (the engine bounds each step call).
+    pub fn new(base_url: impl Into<String>) -> Self {
+        StepClient::with_client(reqwest::Client::new(), base_url)
+    }
+
+    /// A client for the participant at `base_url` sharing `client` (and its connection pool).
+    pub fn with_client(client: reqwest::Client, base_url: impl Into<String>) -> Self {
+        StepClient {
+            client,
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            timeout: None,
+        }
+    }
+
+    /// Gives up on a call after `timeout` (the outcome is then in doubt).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The participant's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Calls an action: `Ok` with the decoded output on 2xx (an empty body decodes as `null`, so
+    /// `()` and `Option` outputs work), [`StepError::Failure`] with the participant's reason on
+    /// 409, [`StepError::Retry`] on 425 and 503 and whenever the outcome is in doubt.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        ctx: &StepContext,
+        body: &impl Serialize,
+    ) -> Result<T, StepError> {
+        let url = self.url(path);
+        match self.send(&url, ctx, ctx.op, body).await {
+            Reply::Success(bytes) => decode(&bytes).map_err(|e| {
+                StepError::Retry(format!(
+                    "POST {url}: in doubt: the 2xx reply's body is not the step's output: {e}"
+                ))
+            }),
+            Reply::Failure(reason) => Err(StepError::Failure(reason)),
+            Reply::InDoubt(reason) => Err(StepError::Retry(reason)),
+        }
+    }
+
+    /// Calls an undo (with `Saga-Op: compensate`): `Ok` on 2xx, a [`Retry`] otherwise. A 409 is
+    /// a retry too: an undo cannot fail the saga.
+    pub async fn compensate(
+        &self,
+        path: &str,
+        ctx: &StepContext,
+        body: &impl Serialize,
+    ) -> Result<(), Retry> {
+        let url = self.url(path);
+        match self.send(&url, ctx, Op::Compensate, body).await {
+            Reply::Success(_) => Ok(()),
+            Reply::Failure(reason) => Err(Retry(format!(
+                "POST {url}: the undo was refused with 409 ({reason}); an undo cannot fail, retrying"
+            ))),
+            Reply::InDoubt(reason) => Err(Retry(reason)),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            format!("{}{path}", self.base_url)
+        } else {
+            format!("{}/{path}", self.base_url)
+        }
+    }
+
+    async fn send(&self, url: &str, ctx: &StepContext, op: Op, body: &impl Serialize) -> Reply {
+        let mut request = self
+            .client
+            .post(url)
+            .header(SAGA_GID, ctx.gid.as_str())
+            .header(SAGA_BRANCH, ctx.step)
+            .header(SAGA_OP, op.as_str())
+            .json(body);
+        if let Some(timeout) = self.timeout {
+            request = request.timeout(timeout);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Reply::InDoubt(transport_error(url, &e)),
+        };
+        let status = response.status();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes.to_vec(),
+            Err(e) => return Reply::InDoubt(transport_error(url, &e)),
+        };
+        if status.is_success() {
+            return Reply::Success(bytes);
+        }
+        let reason = reason(status, &bytes);
+        match status {
+            StatusCode::CONFLICT => Reply::Failure(reason),
+            StatusCode::TOO_EARLY | StatusCode::SERVICE_UNAVAILABLE => Reply::InDoubt(format!(
+                "POST {url}: the participant asked to retry later ({status}): {reason}"
+            )),
+            _ => Reply::InDoubt(format!(
+                "POST {url}: in doubt: unexpected reply {status}: {reason}"
+            )),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        serde_json::from_value(serde_json::Value::Null)
+    } else {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// The reason in an error reply: `{"error": ...}`, `{"reason": ...}`, the text, or the status.
+fn reason(status: StatusCode, bytes: &[u8]) -> String {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(bytes) {
+        for key in ["error", "reason"] {
+            if let Some(serde_json::Value::String(reason)) = map.get(key) {
+                return reason.clone();
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    if text.is_empty() {
+        status.to_string()
+    } else {
+        // Bound what ends up in a step's persisted `last_error`.
+        text.chars().take(500).collect()
+    }
+}
+
+fn transport_error(url: &str, error: &reqwest::Error) -> String {
+    let mut message = if error.is_timeout() {
+        format!("POST {url}: in doubt: timed out")
+    } else if error.is_connect() {
+        format!("POST {url}: in doubt: cannot connect")
+    } else {
+        format!("POST {url}: in doubt: transport error")
+    };
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    message
+}
