@@ -1,0 +1,23 @@
+use saga_core::{Retry, Saga, StepContext, StepError};
+
+#[derive(Saga)]
+#[saga(input = ())]
+enum PayOrder {
+    #[pivot]
+    PaymentCapture,
+    #[retriable]
+    OrderMarkPaid,
+}
+
+struct Payments;
+
+impl PayOrderSteps for Payments {
+    async fn payment_capture(&self, _: &StepContext, _: &()) -> Result<(), StepError> {
+        Ok(())
+    }
+    async fn order_mark_paid(&self, _: &StepContext, _: &()) -> Result<(), Retry> {
+        Err(StepError::failure("order is gone"))
+    }
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use saga_core::Saga;
+
+#[derive(Saga)]
+#[saga(input = ())]
+enum SubmitOrder {
+    #[compensate(order_create_revert)]
+    OrderCreate,
+    StockDeduct,
+}
+
+fn main() {}
