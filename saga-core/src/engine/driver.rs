@@ -277,7 +277,7 @@ impl Driver {
                 reason = self.state.reason.as_deref().unwrap_or(""),
                 "saga is stuck and needs an operator"
             ),
-            _ => tracing::info!(
+            _ => tracing::debug!(
                 status = %status,
                 reason = self.state.reason.as_deref().unwrap_or(""),
                 from = %before,

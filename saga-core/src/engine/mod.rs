@@ -304,7 +304,11 @@ impl EngineBuilder {
         let own = engine
             .inner
             .store
-            .claim_own(&engine.inner.config.instance_id, lease_until)
+            .claim_own(
+                &engine.inner.config.instance_id,
+                lease_until,
+                &engine.fingerprints(),
+            )
             .await?;
         if !own.is_empty() {
             tracing::info!(count = own.len(), "taking back this instance's own leases");
@@ -428,7 +432,7 @@ impl Engine {
         match self.inner.store.insert(new).await? {
             Inserted::Created => {
                 metrics::counter!("saga_started_total", "saga" => def.name).increment(1);
-                tracing::info!(gid, saga = def.name, "saga submitted");
+                tracing::debug!(gid, saga = def.name, "saga submitted");
                 let input_any = saga.decode_input(&input_json).map_err(EngineError::Input)?;
                 self.spawn_driver(driver::Start {
                     saga,
@@ -670,6 +674,10 @@ impl Engine {
             .collect()
     }
 
+    fn fingerprints(&self) -> Vec<String> {
+        self.inner.by_fingerprint.keys().cloned().collect()
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_attempts: self.inner.config.max_attempts,
@@ -808,7 +816,13 @@ impl Engine {
             let claimed = self
                 .inner
                 .store
-                .claim_due(&self.inner.config.instance_id, self.lease_until(), now, 64)
+                .claim_due(
+                    &self.inner.config.instance_id,
+                    self.lease_until(),
+                    now,
+                    64,
+                    &self.fingerprints(),
+                )
                 .await;
             match claimed {
                 Ok(gids) => {

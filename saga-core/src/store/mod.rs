@@ -382,26 +382,32 @@ impl Store {
         f(ReadHandle(&self.backend)).await
     }
 
-    /// Claims up to `limit` due instances whose lease is free or expired: sets the owner and
-    /// lease, bumps the fence. Returns their gids.
+    /// Claims up to `limit` due instances whose lease is free or expired and whose definition
+    /// fingerprint is one of `fingerprints` (instances of unknown definitions stay untouched):
+    /// sets the owner and lease, bumps the fence. Returns their gids.
     pub async fn claim_due(
         &self,
         owner: &str,
         lease_until: i64,
         now: i64,
         limit: u32,
+        fingerprints: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        on_backend!(self.backend, pool => b::claim_due(pool, owner, lease_until, now, limit).await, write)
+        let fps = serde_json::to_string(fingerprints).unwrap_or_else(|_| "[]".into());
+        on_backend!(self.backend, pool => b::claim_due(pool, owner, lease_until, now, limit, &fps).await, write)
     }
 
     /// Takes back every unfinished instance this owner held (after a restart with the same
-    /// instance id), bumping their fences. Returns their gids.
+    /// instance id) whose fingerprint is one of `fingerprints`, bumping their fences. Returns
+    /// their gids.
     pub async fn claim_own(
         &self,
         owner: &str,
         lease_until: i64,
+        fingerprints: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        on_backend!(self.backend, pool => b::claim_own(pool, owner, lease_until).await, write)
+        let fps = serde_json::to_string(fingerprints).unwrap_or_else(|_| "[]".into());
+        on_backend!(self.backend, pool => b::claim_own(pool, owner, lease_until, &fps).await, write)
     }
 
     /// Takes one instance whatever its lease (an operator's action); returns the new fence.
@@ -825,12 +831,14 @@ macro_rules! backend {
             lease_until: i64,
             now: i64,
             limit: u32,
+            fingerprints: &str,
         ) -> Result<Vec<String>, super::StoreError> {
             let rows = sqlx::query($sql::CLAIM_DUE)
                 .bind(owner)
                 .bind(lease_until)
                 .bind(now)
                 .bind(i64::from(limit))
+                .bind(fingerprints)
                 .fetch_all(pool)
                 .await?;
             gids(rows)
@@ -840,10 +848,12 @@ macro_rules! backend {
             pool: &Pool,
             owner: &str,
             lease_until: i64,
+            fingerprints: &str,
         ) -> Result<Vec<String>, super::StoreError> {
             let rows = sqlx::query($sql::CLAIM_OWN)
                 .bind(owner)
                 .bind(lease_until)
+                .bind(fingerprints)
                 .fetch_all(pool)
                 .await?;
             gids(rows)
