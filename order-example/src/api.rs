@@ -256,25 +256,30 @@ async fn pay_order(
         let s = api.engine.submit::<PayOrder>(&gid, &pay).await?;
         return wait_reply(&api.engine, s, wait).await;
     }
-    let Some(order) = read_order(&api.services.order, &pay.order_id).await? else {
-        return Err(ApiError::not_found(format!("unknown order {}", pay.order_id)));
-    };
     let submit_gid = format!("order-{}", pay.order_id);
-    match api.engine.status(&submit_gid).await? {
-        Some(v) if v.status == SagaStatus::Succeeded => {}
-        Some(v) => {
+    let submit = api.engine.status(&submit_gid).await?;
+    let order = read_order(&api.services.order, &pay.order_id).await?;
+    let order = match (submit, order) {
+        (None, None) => {
+            return Err(ApiError::not_found(format!("unknown order {}", pay.order_id)));
+        }
+        (Some(v), _) if v.status != SagaStatus::Succeeded => {
             return Err(ApiError::conflict(format!(
                 "order {} cannot be paid: its submitOrder saga is {}",
                 pay.order_id, v.status
             )));
         }
-        None => {
+        (None, Some(_)) => {
             return Err(ApiError::conflict(format!(
                 "order {} has no submitOrder saga",
                 pay.order_id
             )));
         }
-    }
+        (Some(_), None) => {
+            return Err(ApiError::not_found(format!("unknown order {}", pay.order_id)));
+        }
+        (Some(_), Some(order)) => order,
+    };
     let status = order["status"].as_str().unwrap_or_default();
     if status != "created" && status != "paid" {
         return Err(ApiError::conflict(format!(
