@@ -204,6 +204,9 @@ pub struct SagaState {
     pub phase: Phase,
     /// Why the saga was compensated or is stuck.
     pub reason: Option<String>,
+    /// Why compensation began, kept while the saga is stuck so that a resumed rollback ends
+    /// with it as its reason.
+    pub cause: Option<String>,
     /// One entry per step of the definition.
     pub steps: Vec<StepState>,
 }
@@ -215,6 +218,7 @@ impl SagaState {
             status: SagaStatus::Running,
             phase: Phase::Forward,
             reason: None,
+            cause: None,
             steps: vec![StepState::default(); def.len()],
         }
     }
@@ -583,7 +587,7 @@ fn resume(def: &SagaDefinition, state: &mut SagaState, commands: &mut Vec<Comman
     };
     state.reason = match state.phase {
         Phase::Forward => None,
-        Phase::Backward => state.reason.take(),
+        Phase::Backward => state.cause.clone(),
     };
     for s in &mut state.steps {
         s.attempts_base = s.attempts;
@@ -611,7 +615,8 @@ fn turn_to_compensation(
     }
     state.status = SagaStatus::Compensating;
     state.phase = Phase::Backward;
-    state.reason = Some(reason);
+    state.reason = Some(reason.clone());
+    state.cause = Some(reason);
     if had_in_flight {
         commands.push(Command::AbandonActions);
     }

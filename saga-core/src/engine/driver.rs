@@ -108,10 +108,10 @@ pub(crate) async fn run(
             return;
         }
         if let Some(event) = start.event
-            && d.apply(event).await == Flow::Stop {
-                return;
-            }
-        let renew_every = d.inner.config.lease / 3;
+            && d.apply(event).await == Flow::Stop
+        {
+            return;
+        }
         loop {
             let deadline = d.deadline_pending();
             let flow = tokio::select! {
@@ -133,7 +133,6 @@ pub(crate) async fn run(
                 _ = sleep_until_ms(deadline), if deadline.is_some() => {
                     d.apply(Event::DeadlinePassed).await
                 }
-                _ = tokio::time::sleep(renew_every) => d.renew().await,
             };
             if flow == Flow::Stop {
                 break;
@@ -250,6 +249,7 @@ impl Driver {
             status: next.status,
             phase: next.phase,
             reason: next.reason.clone(),
+            cause: next.cause.clone(),
             next_wake_at: now + delay_ms,
             lease_until: now + self.inner.config.lease.as_millis() as i64,
             release: finish,
@@ -307,29 +307,6 @@ impl Driver {
         }
         tracing::error!("store unavailable; leaving the saga to be claimed again");
         false
-    }
-
-    /// Extends the lease while the saga waits on calls or backoffs.
-    async fn renew(&mut self) -> Flow {
-        let now = now_ms();
-        let write = TransitionWrite {
-            gid: self.gid.clone(),
-            fence: self.fence,
-            status: self.state.status,
-            phase: self.state.phase,
-            reason: self.state.reason.clone(),
-            next_wake_at: now,
-            lease_until: now + self.inner.config.lease.as_millis() as i64,
-            release: false,
-            steps: Vec::new(),
-            attempts: std::mem::take(&mut self.finished_calls),
-            now,
-        };
-        if self.persist(write).await {
-            Flow::Continue
-        } else {
-            Flow::Stop
-        }
     }
 
     fn execute(&mut self, commands: Vec<Command>) -> Flow {

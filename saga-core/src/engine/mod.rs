@@ -317,6 +317,7 @@ impl EngineBuilder {
             engine.spawn_from_store(&gid, Event::Start).await;
         }
         tokio::spawn(engine.clone().poll_loop());
+        tokio::spawn(engine.clone().renew_loop());
         tokio::spawn(engine.clone().retention_loop());
         Ok(engine)
     }
@@ -627,9 +628,10 @@ impl Engine {
             .ok()
             .and_then(|d| d.get(&record.gid).cloned());
         if let Some(tx) = local
-            && tx.send(Control::Event(event.clone())).is_ok() {
-                return Ok(());
-            }
+            && tx.send(Control::Event(event.clone())).is_ok()
+        {
+            return Ok(());
+        }
         // Not driven here: take the instance (fencing out any other driver) and drive it.
         let saga = self.saga_for(&record)?;
         let Some(fence) = self
@@ -744,6 +746,7 @@ impl Engine {
                         status: record.state.status,
                         phase: record.state.phase,
                         reason: record.state.reason.clone(),
+                        cause: record.state.cause.clone(),
                         next_wake_at: now_ms() + self.inner.config.lease.as_millis() as i64,
                         lease_until: 0,
                         release: true,
@@ -786,18 +789,20 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let gid = start.gid.clone();
         if let Ok(mut d) = self.inner.drivers.lock()
-            && let Some(old) = d.insert(gid.clone(), tx) {
-                let _ = old.send(Control::Stop);
-            }
+            && let Some(old) = d.insert(gid.clone(), tx)
+        {
+            let _ = old.send(Control::Stop);
+        }
         let engine = self.clone();
         tokio::spawn(async move {
             driver::run(engine.inner.clone(), engine.limits(), start, rx).await;
             // A newer driver for the same gid may have replaced this one: remove only our own
             // entry, whose receiver is gone now.
             if let Ok(mut d) = engine.inner.drivers.lock()
-                && d.get(&gid).is_some_and(|tx| tx.is_closed()) {
-                    d.remove(&gid);
-                }
+                && d.get(&gid).is_some_and(|tx| tx.is_closed())
+            {
+                d.remove(&gid);
+            }
             engine.inner.finished.notify_waiters();
         });
     }
@@ -832,6 +837,69 @@ impl Engine {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming due sagas failed"),
+            }
+        }
+    }
+
+    /// Renews this engine's leases on the sagas it drives, in one statement every third of the
+    /// lease, and takes back its own instances that have no driver here any more.
+    async fn renew_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let every = self.inner.config.lease / 3;
+        let owner = self.inner.config.instance_id.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let driving: Vec<String> = self
+                .inner
+                .drivers
+                .lock()
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default();
+            if !driving.is_empty() {
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .renew_leases(&owner, self.lease_until(), &driving)
+                    .await
+                {
+                    tracing::warn!(error = %e, "renewing leases failed");
+                }
+            }
+            let orphans = match self.inner.store.own_expired(&owner, now_ms()).await {
+                Ok(gids) => gids,
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for orphaned sagas failed");
+                    continue;
+                }
+            };
+            for gid in orphans {
+                let live = self
+                    .inner
+                    .drivers
+                    .lock()
+                    .map(|d| d.get(&gid).is_some_and(|tx| !tx.is_closed()))
+                    .unwrap_or(true);
+                if live {
+                    continue;
+                }
+                match self
+                    .inner
+                    .store
+                    .claim_one(&gid, &owner, self.lease_until())
+                    .await
+                {
+                    Ok(Some(_)) => {
+                        tracing::info!(gid, "taking back an orphaned saga");
+                        self.spawn_from_store(&gid, Event::Start).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(gid, error = %e, "taking back an orphaned saga failed")
+                    }
+                }
             }
         }
     }

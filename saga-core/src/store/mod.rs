@@ -147,6 +147,8 @@ pub struct TransitionWrite {
     pub phase: Phase,
     /// New reason.
     pub reason: Option<String>,
+    /// Why compensation began.
+    pub cause: Option<String>,
     /// When the instance is next due if nobody drives it.
     pub next_wake_at: i64,
     /// New lease end.
@@ -285,7 +287,23 @@ impl Store {
         let (tx, rx) = mpsc::channel(4096);
         let batch_limit = 256;
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run_writer(backend.clone(), rx, batch_limit, stats.clone()));
+        // SQLite has one writer connection; PostgreSQL commits batches on several connections
+        // at once, since each statement there is a round trip.
+        let writers = match &backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite { .. } => 1,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => 6,
+        };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..writers {
+            tokio::spawn(run_writer(
+                backend.clone(),
+                rx.clone(),
+                batch_limit,
+                stats.clone(),
+            ));
+        }
         Store {
             backend,
             writer: tx,
@@ -420,9 +438,20 @@ impl Store {
         on_backend!(self.backend, pool => b::claim_one(pool, gid, owner, lease_until).await, write)
     }
 
-    /// Extends the lease of every unfinished instance this owner holds.
-    pub async fn renew_leases(&self, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
-        on_backend!(self.backend, pool => b::renew(pool, owner, lease_until).await, write)
+    /// Extends this owner's lease on the listed unfinished instances (the ones it is driving).
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        lease_until: i64,
+        gids: &[String],
+    ) -> Result<u64, StoreError> {
+        let gids = serde_json::to_string(gids).unwrap_or_else(|_| "[]".into());
+        on_backend!(self.backend, pool => b::renew(pool, owner, lease_until, &gids).await, write)
+    }
+
+    /// Unfinished instances this owner holds whose lease has expired (`lease_until < now`).
+    pub async fn own_expired(&self, owner: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        on_backend!(self.backend, pool => b::own_expired(pool, owner, now).await, write)
     }
 
     /// Gives up every lease this owner holds (graceful shutdown).
@@ -497,18 +526,26 @@ impl ReadHandle<'_> {
 /// transaction of its own so that one bad write does not fail its neighbours.
 async fn run_writer(
     backend: Backend,
-    mut rx: mpsc::Receiver<(WriteOp, Reply)>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(WriteOp, Reply)>>>,
     limit: usize,
     stats: Arc<WriterStats>,
 ) {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(limit);
-    while rx.recv_many(&mut batch, limit).await > 0 {
+    loop {
+        // Two writes of one saga are never queued at once (a driver awaits each write), so
+        // writers working side by side cannot reorder a saga's transitions.
+        let received = rx.lock().await.recv_many(&mut batch, limit).await;
+        if received == 0 {
+            break;
+        }
         let ops: Vec<&WriteOp> = batch.iter().map(|(op, _)| op).collect();
         let result = on_backend!(backend, pool => b::write_batch(pool, &ops).await, write);
         match result {
             Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .writes
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 metrics::histogram!("saga_store_batch_size").record(batch.len() as f64);
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -619,6 +656,7 @@ macro_rules! backend {
                     .bind(w.status.as_str())
                     .bind(w.phase.as_str())
                     .bind(&w.reason)
+                    .bind(&w.cause)
                     .bind(w.next_wake_at)
                     .bind(w.now)
                     .bind(&w.gid)
@@ -630,6 +668,7 @@ macro_rules! backend {
                     .bind(w.status.as_str())
                     .bind(w.phase.as_str())
                     .bind(&w.reason)
+                    .bind(&w.cause)
                     .bind(w.next_wake_at)
                     .bind(w.lease_until)
                     .bind(w.now)
@@ -732,6 +771,7 @@ macro_rules! backend {
                     status: super::parse_status(gid, &row.try_get::<String, _>("status")?)?,
                     phase: super::parse_phase(gid, &row.try_get::<String, _>("phase")?)?,
                     reason: row.try_get("reason")?,
+                    cause: row.try_get("cause")?,
                     steps: step_states,
                 },
                 step_names,
@@ -881,13 +921,28 @@ macro_rules! backend {
             pool: &Pool,
             owner: &str,
             lease_until: i64,
+            gids: &str,
         ) -> Result<u64, super::StoreError> {
             Ok(sqlx::query($sql::RENEW)
                 .bind(lease_until)
                 .bind(owner)
+                .bind(gids)
                 .execute(pool)
                 .await?
                 .rows_affected())
+        }
+
+        pub(crate) async fn own_expired(
+            pool: &Pool,
+            owner: &str,
+            now: i64,
+        ) -> Result<Vec<String>, super::StoreError> {
+            let rows = sqlx::query($sql::OWN_EXPIRED)
+                .bind(owner)
+                .bind(now)
+                .fetch_all(pool)
+                .await?;
+            gids(rows)
         }
 
         pub(crate) async fn release_owner(

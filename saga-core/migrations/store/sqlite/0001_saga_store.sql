@@ -7,6 +7,7 @@ CREATE TABLE IF NOT EXISTS saga_instance (
     status       TEXT    NOT NULL,
     phase        TEXT    NOT NULL,
     reason       TEXT,
+    cause        TEXT,
     deadline_at  BIGINT,
     next_wake_at BIGINT  NOT NULL,
     owner        TEXT,
