@@ -110,7 +110,8 @@ mod tests {
 
     #[test]
     fn each_out_of_range_field_is_named() {
-        let cases: [(fn(&mut OrderRequest), &str); 7] = [
+        type Change = fn(&mut OrderRequest);
+        let cases: [(Change, &str); 7] = [
             (|o| o.order_id = String::new(), "order_id"),
             (|o| o.order_id = "x".repeat(65), "order_id"),
             (|o| o.order_id = "é".into(), "order_id"),

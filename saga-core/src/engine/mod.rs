@@ -858,8 +858,8 @@ impl Engine {
                 .lock()
                 .map(|d| d.keys().cloned().collect())
                 .unwrap_or_default();
-            if !driving.is_empty() {
-                if let Err(e) = self
+            if !driving.is_empty()
+                && let Err(e) = self
                     .inner
                     .store
                     .renew_leases(&owner, self.lease_until(), &driving)
@@ -867,7 +867,6 @@ impl Engine {
                 {
                     tracing::warn!(error = %e, "renewing leases failed");
                 }
-            }
             let orphans = match self.inner.store.own_expired(&owner, now_ms()).await {
                 Ok(gids) => gids,
                 Err(e) => {
