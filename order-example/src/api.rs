@@ -75,10 +75,14 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match &e {
-            EngineError::Conflict { .. } | EngineError::Refused(_) => ApiError::conflict(e.to_string()),
+            EngineError::Conflict { .. } | EngineError::Refused(_) => {
+                ApiError::conflict(e.to_string())
+            }
             EngineError::NotFound(_) => ApiError::not_found(e.to_string()),
             EngineError::InvalidGid(_) | EngineError::Input(_) => ApiError::invalid(e.to_string()),
-            EngineError::ShuttingDown | EngineError::Store(_) => ApiError::unavailable(e.to_string()),
+            EngineError::ShuttingDown | EngineError::Store(_) => {
+                ApiError::unavailable(e.to_string())
+            }
             _ => ApiError::internal(e.to_string()),
         }
     }
@@ -119,7 +123,10 @@ pub struct Api {
 /// The API routes, with the participants' routes merged in, the body limit and JSON errors.
 pub fn router(api: Api, participants: Router) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/metrics", get(metrics))
         .route("/api/busi/submitOrder", post(submit_order))
         .route("/api/busi/payOrder", post(pay_order))
@@ -135,7 +142,10 @@ pub fn router(api: Api, participants: Router) -> Router {
         .merge(participants)
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            )
         })
         .layer(axum::middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -187,7 +197,9 @@ fn wait_params(q: &HashMap<String, String>) -> Result<Option<Duration>, ApiError
             .parse::<u64>()
             .ok()
             .filter(|t| (1..=60_000).contains(t))
-            .ok_or_else(|| ApiError::invalid("timeout_ms must be a whole number from 1 to 60000"))?,
+            .ok_or_else(|| {
+                ApiError::invalid("timeout_ms must be a whole number from 1 to 60000")
+            })?,
     };
     match q.get("wait").map(String::as_str) {
         None | Some("false") => Ok(None),
@@ -216,7 +228,11 @@ fn status_reply(gid: &str, status: SagaStatus, reason: Option<&str>) -> Response
     }
 }
 
-async fn wait_reply(engine: &Engine, s: Submitted, wait: Option<Duration>) -> Result<Response, ApiError> {
+async fn wait_reply(
+    engine: &Engine,
+    s: Submitted,
+    wait: Option<Duration>,
+) -> Result<Response, ApiError> {
     if let Some(timeout) = wait {
         if let Some(view) = engine.wait(&s.gid, timeout).await? {
             return Ok(status_reply(&view.gid, view.status, view.reason.as_deref()));
@@ -261,7 +277,10 @@ async fn pay_order(
     let order = read_order(&api.services.order, &pay.order_id).await?;
     let order = match (submit, order) {
         (None, None) => {
-            return Err(ApiError::not_found(format!("unknown order {}", pay.order_id)));
+            return Err(ApiError::not_found(format!(
+                "unknown order {}",
+                pay.order_id
+            )));
         }
         (Some(v), _) if v.status != SagaStatus::Succeeded => {
             return Err(ApiError::conflict(format!(
@@ -276,7 +295,10 @@ async fn pay_order(
             )));
         }
         (Some(_), None) => {
-            return Err(ApiError::not_found(format!("unknown order {}", pay.order_id)));
+            return Err(ApiError::not_found(format!(
+                "unknown order {}",
+                pay.order_id
+            )));
         }
         (Some(_), Some(order)) => order,
     };
@@ -304,21 +326,33 @@ pub async fn read_order(db: &Db, order_id: &str) -> Result<Option<Value>, sqlx::
         Db::Sqlite(p) => sqlx::query_as(SQL).bind(order_id).fetch_optional(p).await?,
         Db::Postgres(p) => sqlx::query_as(SQL).bind(order_id).fetch_optional(p).await?,
     };
-    Ok(row.map(|(order_id, user_id, product_id, product_count, amount_cents, coupon_id, status)| {
-        json!({
-            "order_id": order_id, "user_id": user_id, "product_id": product_id,
-            "product_count": product_count, "amount_cents": amount_cents,
-            "coupon_id": coupon_id, "status": status,
-        })
-    }))
+    Ok(row.map(
+        |(order_id, user_id, product_id, product_count, amount_cents, coupon_id, status)| {
+            json!({
+                "order_id": order_id, "user_id": user_id, "product_id": product_id,
+                "product_count": product_count, "amount_cents": amount_cents,
+                "coupon_id": coupon_id, "status": status,
+            })
+        },
+    ))
 }
 
 /// Reads a product's stock.
 pub async fn read_stock(db: &Db, product_id: i64) -> Result<Option<i64>, sqlx::Error> {
     const SQL: &str = "SELECT stock FROM stock WHERE product_id = $1";
     match db {
-        Db::Sqlite(p) => sqlx::query_scalar(SQL).bind(product_id).fetch_optional(p).await,
-        Db::Postgres(p) => sqlx::query_scalar(SQL).bind(product_id).fetch_optional(p).await,
+        Db::Sqlite(p) => {
+            sqlx::query_scalar(SQL)
+                .bind(product_id)
+                .fetch_optional(p)
+                .await
+        }
+        Db::Postgres(p) => {
+            sqlx::query_scalar(SQL)
+                .bind(product_id)
+                .fetch_optional(p)
+                .await
+        }
     }
 }
 
@@ -326,8 +360,18 @@ pub async fn read_stock(db: &Db, product_id: i64) -> Result<Option<i64>, sqlx::E
 pub async fn read_coupon(db: &Db, coupon_id: i64) -> Result<Option<(i64, bool)>, sqlx::Error> {
     const SQL: &str = "SELECT user_id, used FROM coupons WHERE coupon_id = $1";
     let row: Option<(i64, i64)> = match db {
-        Db::Sqlite(p) => sqlx::query_as(SQL).bind(coupon_id).fetch_optional(p).await?,
-        Db::Postgres(p) => sqlx::query_as(SQL).bind(coupon_id).fetch_optional(p).await?,
+        Db::Sqlite(p) => {
+            sqlx::query_as(SQL)
+                .bind(coupon_id)
+                .fetch_optional(p)
+                .await?
+        }
+        Db::Postgres(p) => {
+            sqlx::query_as(SQL)
+                .bind(coupon_id)
+                .fetch_optional(p)
+                .await?
+        }
     };
     Ok(row.map(|(u, used)| (u, used != 0)))
 }
@@ -468,7 +512,11 @@ async fn retry_saga(
 ) -> Result<Response, ApiError> {
     authorize(&api, &headers)?;
     api.engine.retry(&gid).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "gid": gid, "action": "retry" }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "gid": gid, "action": "retry" })),
+    )
+        .into_response())
 }
 
 async fn compensate_saga(
@@ -478,21 +526,25 @@ async fn compensate_saga(
 ) -> Result<Response, ApiError> {
     authorize(&api, &headers)?;
     api.engine.compensate(&gid).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "gid": gid, "action": "compensate" }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "gid": gid, "action": "compensate" })),
+    )
+        .into_response())
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
     if let Ok(counts) = api.engine.store().count_by_status().await {
         for status in SagaStatus::ALL {
-            let n = counts.iter().find(|(s, _)| *s == status).map(|(_, n)| *n).unwrap_or(0);
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
             metrics::gauge!("saga_instances", "status" => status.as_str()).set(n as f64);
         }
     }
     metrics::gauge!("saga_engine_driving").set(api.engine.driving() as f64);
     let body = api.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

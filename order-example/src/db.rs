@@ -119,11 +119,12 @@ async fn seed_if_fresh(s: &Services) -> anyhow::Result<()> {
     let fresh = match &s.stock {
         Db::Sqlite(pool) => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let fresh = sqlx::query("INSERT INTO seed_marker (id) VALUES (1) ON CONFLICT DO NOTHING")
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+            let fresh =
+                sqlx::query("INSERT INTO seed_marker (id) VALUES (1) ON CONFLICT DO NOTHING")
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
             if fresh {
                 for (id, n) in DEFAULT_STOCK {
                     set_stock_sqlite(&mut tx, id, n).await?;
@@ -134,11 +135,12 @@ async fn seed_if_fresh(s: &Services) -> anyhow::Result<()> {
         }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            let fresh = sqlx::query("INSERT INTO seed_marker (id) VALUES (1) ON CONFLICT DO NOTHING")
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+            let fresh =
+                sqlx::query("INSERT INTO seed_marker (id) VALUES (1) ON CONFLICT DO NOTHING")
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
             if fresh {
                 for (id, n) in DEFAULT_STOCK {
                     set_stock_pg(&mut tx, id, n).await?;
@@ -161,12 +163,20 @@ const UPSERT_STOCK: &str = "INSERT INTO stock (product_id, stock) VALUES ($1, $2
 const UPSERT_COUPON: &str = "INSERT INTO coupons (coupon_id, user_id, used, order_id) VALUES ($1, $2, 0, NULL) ON CONFLICT (coupon_id) DO UPDATE SET user_id = excluded.user_id, used = 0, order_id = NULL";
 
 async fn set_stock_sqlite(conn: &mut sqlx::SqliteConnection, id: i64, n: i64) -> sqlx::Result<()> {
-    sqlx::query(UPSERT_STOCK).bind(id).bind(n).execute(conn).await?;
+    sqlx::query(UPSERT_STOCK)
+        .bind(id)
+        .bind(n)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 async fn set_stock_pg(conn: &mut sqlx::PgConnection, id: i64, n: i64) -> sqlx::Result<()> {
-    sqlx::query(UPSERT_STOCK).bind(id).bind(n).execute(conn).await?;
+    sqlx::query(UPSERT_STOCK)
+        .bind(id)
+        .bind(n)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -182,10 +192,18 @@ pub async fn set_stock(db: &Db, id: i64, n: i64) -> sqlx::Result<()> {
 pub async fn set_coupon(db: &Db, id: i64, user: i64) -> sqlx::Result<()> {
     match db {
         Db::Sqlite(pool) => {
-            sqlx::query(UPSERT_COUPON).bind(id).bind(user).execute(pool).await?;
+            sqlx::query(UPSERT_COUPON)
+                .bind(id)
+                .bind(user)
+                .execute(pool)
+                .await?;
         }
         Db::Postgres(pool) => {
-            sqlx::query(UPSERT_COUPON).bind(id).bind(user).execute(pool).await?;
+            sqlx::query(UPSERT_COUPON)
+                .bind(id)
+                .bind(user)
+                .execute(pool)
+                .await?;
         }
     }
     Ok(())

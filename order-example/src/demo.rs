@@ -36,7 +36,10 @@ impl Server {
             .arg("--instance-id")
             .arg("demo")
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -123,7 +126,13 @@ fn heading(n: usize, title: &str, why: &str) {
     println!("   {why}");
 }
 
-async fn show(c: &Client, base: &str, gid: &str, order_id: &str, coupon: Option<i64>) -> anyhow::Result<Value> {
+async fn show(
+    c: &Client,
+    base: &str,
+    gid: &str,
+    order_id: &str,
+    coupon: Option<i64>,
+) -> anyhow::Result<Value> {
     let saga = c.get(base, &format!("/api/sagas/{gid}")).await?;
     println!(
         "   saga {gid}: {}{}",
@@ -133,7 +142,10 @@ async fn show(c: &Client, base: &str, gid: &str, order_id: &str, coupon: Option<
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
-    println!("   {:<16} {:<12} {:>8} {:>12}  last error", "step", "status", "attempts", "undo calls");
+    println!(
+        "   {:<16} {:<12} {:>8} {:>12}  last error",
+        "step", "status", "attempts", "undo calls"
+    );
     for s in saga["steps"].as_array().cloned().unwrap_or_default() {
         println!(
             "   {:<16} {:<12} {:>8} {:>12}  {}",
@@ -178,35 +190,96 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let c = Client {
         http: reqwest::Client::new(),
     };
-    println!("Typed sagas: the order system of the article, on a fresh SQLite data set in {}", dir.display());
+    println!(
+        "Typed sagas: the order system of the article, on a fresh SQLite data set in {}",
+        dir.display()
+    );
     println!("Seed: product 1 has stock 100, coupons 101-105 belong to user 1.");
 
     let server = Server::start(&dir, &[])?;
     let base = server.base.clone();
 
-    heading(1, "A successful order", "order, stock, coupon and payment steps all succeed.");
-    c.post(&base, "/api/busi/submitOrder?wait=true", &order("d1", 2, Some(101))).await?;
-    expect(&show(&c, &base, "order-d1", "d1", Some(101)).await?, "succeeded")?;
+    heading(
+        1,
+        "A successful order",
+        "order, stock, coupon and payment steps all succeed.",
+    );
+    c.post(
+        &base,
+        "/api/busi/submitOrder?wait=true",
+        &order("d1", 2, Some(101)),
+    )
+    .await?;
+    expect(
+        &show(&c, &base, "order-d1", "d1", Some(101)).await?,
+        "succeeded",
+    )?;
 
-    heading(2, "Insufficient stock rolls back", "stock_deduct fails; its undo is a null compensation (the barrier sees no action), the order is cancelled.");
-    c.post(&base, "/api/busi/submitOrder?wait=true", &order("d2", 500, None)).await?;
-    expect(&show(&c, &base, "order-d2", "d2", None).await?, "compensated")?;
+    heading(
+        2,
+        "Insufficient stock rolls back",
+        "stock_deduct fails; its undo is a null compensation (the barrier sees no action), the order is cancelled.",
+    );
+    c.post(
+        &base,
+        "/api/busi/submitOrder?wait=true",
+        &order("d2", 500, None),
+    )
+    .await?;
+    expect(
+        &show(&c, &base, "order-d2", "d2", None).await?,
+        "compensated",
+    )?;
 
-    heading(3, "A coupon already used rolls back with real undos", "coupon 101 is taken by d1: the stock deducted for d3 is put back and d3 is cancelled.");
-    c.post(&base, "/api/busi/submitOrder?wait=true", &order("d3", 3, Some(101))).await?;
-    expect(&show(&c, &base, "order-d3", "d3", Some(101)).await?, "compensated")?;
+    heading(
+        3,
+        "A coupon already used rolls back with real undos",
+        "coupon 101 is taken by d1: the stock deducted for d3 is put back and d3 is cancelled.",
+    );
+    c.post(
+        &base,
+        "/api/busi/submitOrder?wait=true",
+        &order("d3", 3, Some(101)),
+    )
+    .await?;
+    expect(
+        &show(&c, &base, "order-d3", "d3", Some(101)).await?,
+        "compensated",
+    )?;
 
-    heading(4, "The same order submitted twice", "the gid is order-{order_id}: the repeat returns the same saga, stock moves once.");
-    let (s1, r1) = c.post(&base, "/api/busi/submitOrder?wait=true", &order("d4", 1, None)).await?;
-    let (s2, r2) = c.post(&base, "/api/busi/submitOrder?wait=true", &order("d4", 1, None)).await?;
+    heading(
+        4,
+        "The same order submitted twice",
+        "the gid is order-{order_id}: the repeat returns the same saga, stock moves once.",
+    );
+    let (s1, r1) = c
+        .post(
+            &base,
+            "/api/busi/submitOrder?wait=true",
+            &order("d4", 1, None),
+        )
+        .await?;
+    let (s2, r2) = c
+        .post(
+            &base,
+            "/api/busi/submitOrder?wait=true",
+            &order("d4", 1, None),
+        )
+        .await?;
     println!("   first reply {s1} {r1}\n   repeat reply {s2} {r2}");
     expect(&show(&c, &base, "order-d4", "d4", None).await?, "succeeded")?;
     server.stop();
 
-    heading(5, "A participant crashes after its commit", "stock.deduct commits, then the process dies before replying; after a restart the engine retries, the barrier absorbs the repeat: stock moves once.");
+    heading(
+        5,
+        "A participant crashes after its commit",
+        "stock.deduct commits, then the process dies before replying; after a restart the engine retries, the barrier absorbs the repeat: stock moves once.",
+    );
     let mut crashing = Server::start(&dir, &["--fault", "stock.deduct:crash_after_commit"])?;
     let base5 = crashing.base.clone();
-    let _ = c.post(&base5, "/api/busi/submitOrder", &order("d5", 4, None)).await;
+    let _ = c
+        .post(&base5, "/api/busi/submitOrder", &order("d5", 4, None))
+        .await;
     crashing.wait_exit(Duration::from_secs(10))?;
     println!("   the process died; restarting it without the fault");
     let server = Server::start(&dir, &["--retry-initial-ms", "50"])?;
@@ -215,18 +288,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     expect(&show(&c, &base, "order-d5", "d5", None).await?, "succeeded")?;
     server.stop();
 
-    heading(6, "A slow stock deduction times out", "stock.deduct sleeps 2.5 s, the step timeout is 0.5 s and the deadline 1.5 s: the saga is compensated; when the late deduction arrives the barrier refuses it (hang prevention).");
+    heading(
+        6,
+        "A slow stock deduction times out",
+        "stock.deduct sleeps 2.5 s, the step timeout is 0.5 s and the deadline 1.5 s: the saga is compensated; when the late deduction arrives the barrier refuses it (hang prevention).",
+    );
     let server = Server::start(
         &dir,
-        &["--fault", "stock.deduct:delay_ms=2500:3", "--step-timeout-ms", "500", "--saga-deadline-ms", "1500", "--retry-initial-ms", "50"],
+        &[
+            "--fault",
+            "stock.deduct:delay_ms=2500:3",
+            "--step-timeout-ms",
+            "500",
+            "--saga-deadline-ms",
+            "1500",
+            "--retry-initial-ms",
+            "50",
+        ],
     )?;
     let base = server.base.clone();
-    c.post(&base, "/api/busi/submitOrder?wait=true", &order("d6", 5, None)).await?;
+    c.post(
+        &base,
+        "/api/busi/submitOrder?wait=true",
+        &order("d6", 5, None),
+    )
+    .await?;
     c.wait_terminal(&base, "order-d6").await?;
     let before = c.get(&base, "/api/stock/1").await?["stock"].clone();
     println!("   waiting for the late deductions to arrive ...");
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    expect(&show(&c, &base, "order-d6", "d6", None).await?, "compensated")?;
+    expect(
+        &show(&c, &base, "order-d6", "d6", None).await?,
+        "compensated",
+    )?;
     let after = c.get(&base, "/api/stock/1").await?["stock"].clone();
     println!("   stock before the late arrivals {before}, after {after}: unchanged");
     if before != after {
@@ -234,14 +328,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     server.stop();
 
-    heading(7, "Paying an order: a pivot and a retriable step", "payment_capture is the go/no-go step; order_mark_paid can only be retried (here it fails twice first).");
-    let server = Server::start(&dir, &["--fault", "order.mark_paid:error:2", "--retry-initial-ms", "50"])?;
+    heading(
+        7,
+        "Paying an order: a pivot and a retriable step",
+        "payment_capture is the go/no-go step; order_mark_paid can only be retried (here it fails twice first).",
+    );
+    let server = Server::start(
+        &dir,
+        &[
+            "--fault",
+            "order.mark_paid:error:2",
+            "--retry-initial-ms",
+            "50",
+        ],
+    )?;
     let base = server.base.clone();
-    c.post(&base, "/api/busi/payOrder?wait=true", &json!({ "order_id": "d1" })).await?;
+    c.post(
+        &base,
+        "/api/busi/payOrder?wait=true",
+        &json!({ "order_id": "d1" }),
+    )
+    .await?;
     c.wait_terminal(&base, "pay-d1").await?;
-    expect(&show(&c, &base, "pay-d1", "d1", Some(101)).await?, "succeeded")?;
+    expect(
+        &show(&c, &base, "pay-d1", "d1", Some(101)).await?,
+        "succeeded",
+    )?;
     server.stop();
 
-    println!("\nAll scenarios behaved as the article promises, in {:.1} s.", started.elapsed().as_secs_f64());
+    println!(
+        "\nAll scenarios behaved as the article promises, in {:.1} s.",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -94,7 +94,9 @@ impl Fault {
 
 /// A malformed or unknown `--fault` spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid --fault `{spec}`: {why} (expected <service>.<op>:<kind>[:<count>], e.g. stock.deduct:crash_after_commit:1)")]
+#[error(
+    "invalid --fault `{spec}`: {why} (expected <service>.<op>:<kind>[:<count>], e.g. stock.deduct:crash_after_commit:1)"
+)]
 pub struct FaultSpecError {
     spec: String,
     why: String,
@@ -131,7 +133,9 @@ impl FromStr for Fault {
             "crash_after_commit" => Kind::CrashAfterCommit,
             other => match other.strip_prefix("delay_ms=") {
                 Some(ms) => Kind::Delay(Duration::from_millis(ms.parse().map_err(|_| {
-                    err(format!("delay `{ms}` is not a whole number of milliseconds"))
+                    err(format!(
+                        "delay `{ms}` is not a whole number of milliseconds"
+                    ))
                 })?)),
                 None => {
                     return Err(err(format!(
@@ -194,7 +198,11 @@ impl Faults {
         for fault in self.faults.iter().filter(|f| f.point == point) {
             match fault.kind {
                 Kind::Delay(d) if fault.take() => {
-                    tracing::warn!(point = point.name(), ms = d.as_millis() as u64, "fault: delay");
+                    tracing::warn!(
+                        point = point.name(),
+                        ms = d.as_millis() as u64,
+                        "fault: delay"
+                    );
                     tokio::time::sleep(d).await;
                 }
                 Kind::Error if fault.take() => {

@@ -3,6 +3,7 @@
 //! in a transaction this module holds so that faults can fire between the work and the commit.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -161,6 +162,7 @@ macro_rules! business {
         result
     }};
 }
+pub(crate) use business;
 
 /// Shared state of the participant routes.
 #[derive(Clone)]
@@ -173,7 +175,7 @@ pub struct Participants {
 
 /// The request a participant endpoint handles.
 #[derive(Debug, Clone)]
-enum Body {
+pub(crate) enum Body {
     Order(OrderRequest),
     Pay(PayRequest),
 }
@@ -188,7 +190,7 @@ impl Body {
 }
 
 /// Why the business code refused.
-enum Refusal {
+pub(crate) enum Refusal {
     Failure(String),
     Db(sqlx::Error),
 }
@@ -210,16 +212,66 @@ impl From<sqlx::Error> for Refusal {
 
 /// Endpoint table: path, fault point, persisted branch name, op.
 const ENDPOINTS: [(&str, Point, &str, Op); 10] = [
-    ("/api/busi/orderCreate", Point::OrderCreate, "order_create", Op::Action),
-    ("/api/busi/orderCreateRevert", Point::OrderCreateRevert, "order_create", Op::Compensate),
-    ("/api/busi/stockDeduct", Point::StockDeduct, "stock_deduct", Op::Action),
-    ("/api/busi/stockDeductRevert", Point::StockDeductRevert, "stock_deduct", Op::Compensate),
-    ("/api/busi/couponUse", Point::CouponUse, "coupon_use", Op::Action),
-    ("/api/busi/couponUseRevert", Point::CouponUseRevert, "coupon_use", Op::Compensate),
-    ("/api/busi/payCreate", Point::PaymentCreate, "pay_create", Op::Action),
-    ("/api/busi/payCreateRevert", Point::PaymentCreateRevert, "pay_create", Op::Compensate),
-    ("/api/busi/paymentCapture", Point::PaymentCapture, "payment_capture", Op::Action),
-    ("/api/busi/orderMarkPaid", Point::OrderMarkPaid, "order_mark_paid", Op::Action),
+    (
+        "/api/busi/orderCreate",
+        Point::OrderCreate,
+        "order_create",
+        Op::Action,
+    ),
+    (
+        "/api/busi/orderCreateRevert",
+        Point::OrderCreateRevert,
+        "order_create",
+        Op::Compensate,
+    ),
+    (
+        "/api/busi/stockDeduct",
+        Point::StockDeduct,
+        "stock_deduct",
+        Op::Action,
+    ),
+    (
+        "/api/busi/stockDeductRevert",
+        Point::StockDeductRevert,
+        "stock_deduct",
+        Op::Compensate,
+    ),
+    (
+        "/api/busi/couponUse",
+        Point::CouponUse,
+        "coupon_use",
+        Op::Action,
+    ),
+    (
+        "/api/busi/couponUseRevert",
+        Point::CouponUseRevert,
+        "coupon_use",
+        Op::Compensate,
+    ),
+    (
+        "/api/busi/payCreate",
+        Point::PaymentCreate,
+        "pay_create",
+        Op::Action,
+    ),
+    (
+        "/api/busi/payCreateRevert",
+        Point::PaymentCreateRevert,
+        "pay_create",
+        Op::Compensate,
+    ),
+    (
+        "/api/busi/paymentCapture",
+        Point::PaymentCapture,
+        "payment_capture",
+        Op::Action,
+    ),
+    (
+        "/api/busi/orderMarkPaid",
+        Point::OrderMarkPaid,
+        "order_mark_paid",
+        Op::Action,
+    ),
 ];
 
 /// The participant routes.
@@ -276,27 +328,32 @@ async fn handle(
         _ => &p.services.payment,
     };
     let span = tracing::info_span!("participant", gid = %headers.gid, point = point.name(), order_id = body.order_id());
-    let _guard = span.enter();
-    let outcome = run(db, &mut barrier, point, &body, &p.faults).await?;
-    p.faults.crash_after_commit(point);
-    let result = match outcome {
-        BarrierOutcome::Ran(()) => "ran",
-        BarrierOutcome::Duplicate => "duplicate",
-        BarrierOutcome::NullCompensation => "null_compensation",
-        BarrierOutcome::Cancelled => {
-            return Err(ApiError::conflict(
-                "compensated before the action ran".to_string(),
-            ));
-        }
-    };
-    tracing::debug!(result, "participant call done");
-    Ok(axum::Json(serde_json::json!({ "result": result })).into_response())
+    async move {
+        let outcome = run(db, &mut barrier, point, &body, &p.faults).await?;
+        p.faults.crash_after_commit(point);
+        let result = match outcome {
+            BarrierOutcome::Ran(()) => "ran",
+            BarrierOutcome::Duplicate => "duplicate",
+            BarrierOutcome::NullCompensation => "null_compensation",
+            BarrierOutcome::Cancelled => {
+                return Err(ApiError::conflict(
+                    "compensated before the action ran".to_string(),
+                ));
+            }
+        };
+        tracing::debug!(result, "participant call done");
+        Ok(axum::Json(serde_json::json!({ "result": result })).into_response())
+    }
+    .instrument(span)
+    .await
 }
 
 fn barrier_error(e: BarrierError<Refusal>) -> ApiError {
     match e {
         BarrierError::Business(Refusal::Failure(reason)) => ApiError::conflict(reason),
-        BarrierError::Business(Refusal::Db(e)) => ApiError::unavailable(format!("database error: {e}")),
+        BarrierError::Business(Refusal::Db(e)) => {
+            ApiError::unavailable(format!("database error: {e}"))
+        }
         other => ApiError::unavailable(other.to_string()),
     }
 }
@@ -340,4 +397,3 @@ async fn run(
         }
     }
 }
-

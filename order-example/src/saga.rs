@@ -125,7 +125,11 @@ impl SubmitOrderSteps for HttpSteps {
 }
 
 impl PayOrderSteps for HttpSteps {
-    async fn payment_capture(&self, ctx: &StepContext, input: &PayRequest) -> Result<(), StepError> {
+    async fn payment_capture(
+        &self,
+        ctx: &StepContext,
+        input: &PayRequest,
+    ) -> Result<(), StepError> {
         self.action("/api/busi/paymentCapture", ctx, input).await
     }
 

@@ -301,15 +301,28 @@ impl EngineBuilder {
             }),
         };
         let lease_until = engine.lease_until();
-        let own = engine
-            .inner
-            .store
-            .claim_own(
-                &engine.inner.config.instance_id,
-                lease_until,
-                &engine.fingerprints(),
-            )
-            .await?;
+        // A process of this instance killed a moment ago may still hold row locks on the
+        // server for a little while: transient refusals are tried again.
+        let mut tries = 0;
+        let own = loop {
+            tries += 1;
+            match engine
+                .inner
+                .store
+                .claim_own(
+                    &engine.inner.config.instance_id,
+                    lease_until,
+                    &engine.fingerprints(),
+                )
+                .await
+            {
+                Err(e) if e.is_transient() && tries < 10 => {
+                    tracing::warn!(error = %e, "taking back own leases failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                other => break other?,
+            }
+        };
         if !own.is_empty() {
             tracing::info!(count = own.len(), "taking back this instance's own leases");
         }
@@ -864,9 +877,9 @@ impl Engine {
                     .store
                     .renew_leases(&owner, self.lease_until(), &driving)
                     .await
-                {
-                    tracing::warn!(error = %e, "renewing leases failed");
-                }
+            {
+                tracing::warn!(error = %e, "renewing leases failed");
+            }
             let orphans = match self.inner.store.own_expired(&owner, now_ms()).await {
                 Ok(gids) => gids,
                 Err(e) => {

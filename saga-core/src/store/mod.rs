@@ -44,6 +44,23 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// Whether the database refused the statement for a reason that goes away when it is
+    /// tried again: a deadlock, a serialization failure, a lock timeout, a busy SQLite file.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else {
+            return matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut));
+        };
+        matches!(
+            e.code().as_deref(),
+            // PostgreSQL: deadlock_detected, serialization_failure, lock_not_available.
+            Some("40P01" | "40001" | "55P03")
+            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+            | Some("5" | "6" | "261" | "262" | "517")
+        )
+    }
+}
+
 /// Milliseconds since the Unix epoch: the unit of every timestamp in the store.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -194,6 +211,15 @@ pub(crate) enum WriteOp {
     Transition(TransitionWrite),
 }
 
+impl WriteOp {
+    fn gid(&self) -> &str {
+        match self {
+            WriteOp::Insert(new) => &new.gid,
+            WriteOp::Transition(w) => &w.gid,
+        }
+    }
+}
+
 pub(crate) enum WriteOutcome {
     Inserted(Inserted),
     /// Whether the fence matched and the write applied.
@@ -297,12 +323,25 @@ impl Store {
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..writers {
-            tokio::spawn(run_writer(
-                backend.clone(),
-                rx.clone(),
-                batch_limit,
-                stats.clone(),
-            ));
+            let (backend, rx, stats) = (backend.clone(), rx.clone(), stats.clone());
+            // A writer that panics is restarted: its batch's callers see an error (their
+            // transaction was rolled back), every later write is served again.
+            tokio::spawn(async move {
+                loop {
+                    let task = tokio::spawn(run_writer(
+                        backend.clone(),
+                        rx.clone(),
+                        batch_limit,
+                        stats.clone(),
+                    ));
+                    match task.await {
+                        Err(e) if e.is_panic() => {
+                            tracing::error!("the store's writer panicked; restarting it");
+                        }
+                        _ => break,
+                    }
+                }
+            });
         }
         Store {
             backend,
@@ -717,16 +756,20 @@ macro_rules! backend {
             pool: &Pool,
             ops: &[&WriteOp],
         ) -> Result<Vec<WriteOutcome>, sqlx::Error> {
+            // Rows are locked in gid order, the order every multi-row statement of the store
+            // locks in too, so that concurrent batches and lease updates cannot deadlock.
+            let mut order: Vec<usize> = (0..ops.len()).collect();
+            order.sort_by(|&a, &b| ops[a].gid().cmp(ops[b].gid()));
             let mut tx = pool.begin().await?;
-            let mut out = Vec::with_capacity(ops.len());
-            for op in ops {
-                out.push(match op {
+            let mut out: Vec<Option<WriteOutcome>> = (0..ops.len()).map(|_| None).collect();
+            for idx in order {
+                out[idx] = Some(match ops[idx] {
                     WriteOp::Insert(new) => WriteOutcome::Inserted(insert(&mut tx, new).await?),
                     WriteOp::Transition(w) => WriteOutcome::Applied(transition(&mut tx, w).await?),
                 });
             }
             tx.commit().await?;
-            Ok(out)
+            Ok(out.into_iter().flatten().collect())
         }
 
         pub(crate) async fn load(

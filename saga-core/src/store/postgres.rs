@@ -20,11 +20,11 @@ pub(crate) mod sql {
     pub const SELECT_STEPS: &str = "SELECT idx, name, status, attempts, compensate_attempts, attempts_base, compensate_attempts_base, output, last_error FROM saga_step WHERE gid = $1 ORDER BY idx";
     pub const SELECT_ATTEMPTS: &str = "SELECT gid, step, op, attempt, owner, fence, started_at, finished_at, outcome, error FROM saga_attempt WHERE gid = $1 ORDER BY started_at, attempt";
     pub const CLAIM_DUE: &str = "UPDATE saga_instance SET owner = $1, lease_until = $2, fence = fence + 1 WHERE gid IN (SELECT gid FROM saga_instance WHERE status IN ('running', 'compensating') AND next_wake_at <= $3 AND (owner IS NULL OR (lease_until < $3 AND owner <> $1)) AND fingerprint IN (SELECT jsonb_array_elements_text($5::jsonb)) ORDER BY next_wake_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING gid";
-    pub const CLAIM_OWN: &str = "UPDATE saga_instance SET lease_until = $2, fence = fence + 1 WHERE owner = $1 AND status IN ('running', 'compensating') AND fingerprint IN (SELECT jsonb_array_elements_text($3::jsonb)) RETURNING gid";
+    pub const CLAIM_OWN: &str = "UPDATE saga_instance SET lease_until = $2, fence = fence + 1 WHERE gid IN (SELECT gid FROM saga_instance WHERE owner = $1 AND status IN ('running', 'compensating') AND fingerprint IN (SELECT jsonb_array_elements_text($3::jsonb)) ORDER BY gid COLLATE \"C\" FOR UPDATE) RETURNING gid";
     pub const CLAIM_ONE: &str = "UPDATE saga_instance SET owner = $1, lease_until = $2, fence = fence + 1 WHERE gid = $3 RETURNING fence";
-    pub const RENEW: &str = "UPDATE saga_instance SET lease_until = $1 WHERE owner = $2 AND status IN ('running', 'compensating') AND gid IN (SELECT jsonb_array_elements_text($3::jsonb))";
+    pub const RENEW: &str = "UPDATE saga_instance SET lease_until = $1 WHERE gid IN (SELECT gid FROM saga_instance WHERE owner = $2 AND status IN ('running', 'compensating') AND gid IN (SELECT jsonb_array_elements_text($3::jsonb)) ORDER BY gid COLLATE \"C\" FOR UPDATE)";
     pub const OWN_EXPIRED: &str = "SELECT gid FROM saga_instance WHERE owner = $1 AND lease_until < $2 AND status IN ('running', 'compensating')";
-    pub const RELEASE_OWNER: &str = "UPDATE saga_instance SET owner = NULL, lease_until = 0 WHERE owner = $1 AND status IN ('running', 'compensating')";
+    pub const RELEASE_OWNER: &str = "UPDATE saga_instance SET owner = NULL, lease_until = 0 WHERE gid IN (SELECT gid FROM saga_instance WHERE owner = $1 AND status IN ('running', 'compensating') ORDER BY gid COLLATE \"C\" FOR UPDATE)";
     pub const WAKE: &str = "UPDATE saga_instance SET next_wake_at = $1 WHERE gid = $2 AND status IN ('running', 'compensating')";
     pub const LIST_ALL: &str = "SELECT gid, saga, status, reason, created_at, updated_at FROM saga_instance ORDER BY created_at DESC, gid DESC LIMIT $1";
     pub const LIST_STATUS: &str = "SELECT gid, saga, status, reason, created_at, updated_at FROM saga_instance WHERE status = $1 ORDER BY created_at DESC, gid DESC LIMIT $2";
