@@ -1,10 +1,341 @@
-//! `bench`: load against a running system.
+//! `bench`: load against the running system, with sagas and without, compared in one run; and
+//! the coordinator-only bench of the engine's own overhead.
+//!
+//! End to end, each mode gets a fresh data set and its own `order-example serve` child (this
+//! same binary), seeded with plenty of stock, and N orders with unique ids at concurrency C:
+//! - `saga`: one `POST /api/busi/submitOrder?wait=true&timeout_ms=60000` per order; latency is
+//!   until the terminal reply.
+//! - `direct`: the same four business writes in the same participant databases through the
+//!   baseline endpoints of `direct.rs` (plain local transactions, no saga store, no barrier, no
+//!   retries), called in order by this client, which calls the reverts of the done steps on a
+//!   business failure.
+//!
+//! `--coordinator` instead runs no-op four-step sagas through the `Engine` in this process.
+
+mod child;
+mod coordinator;
+mod load;
+mod measure;
+mod report;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use rand::Rng;
+
+use child::{DataSet, Server};
+use load::{Mode, OrderShape};
+use measure::Memory;
+use report::{EndToEnd, Report};
+
+/// Which modes to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Orders as sagas through `POST /api/busi/submitOrder?wait=true`.
+    Saga,
+    /// The no-saga baseline: the client calls the four `/api/direct/*` steps itself.
+    Direct,
+    /// Both, one after the other on fresh data sets, and their throughput ratio.
+    Both,
+}
+
+/// Which databases to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// SQLite files in a temporary directory (WAL, synchronous=FULL).
+    Sqlite,
+    /// Fresh databases on the PostgreSQL server of `--database-url`.
+    Postgres,
+    /// SQLite, then PostgreSQL.
+    Both,
+}
 
 /// Arguments of `bench`.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+#[command(after_long_help = AFTER_HELP)]
+pub struct BenchArgs {
+    /// Orders per mode and backend (sagas with --coordinator).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub orders: u64,
+    /// Orders in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+    /// `saga`, `direct`, or `both` (compared in one invocation).
+    #[arg(long, value_enum, default_value_t = ModeArg::Both)]
+    pub mode: ModeArg,
+    /// `sqlite`, `postgres` (needs --database-url), or `both`.
+    #[arg(long, value_enum, default_value_t = BackendArg::Sqlite)]
+    pub backend: BackendArg,
+    /// PostgreSQL server for `--backend postgres`, as a role that may CREATE DATABASE; the bench
+    /// creates a fresh database per run (`sagabench_<run>_<mode>`) and drops it afterwards.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Load an already running `serve` at this base URL instead of starting one; seed it first
+    /// with plenty of stock (`order-example seed --stock 1=100000000`). Both modes then share
+    /// its data set.
+    #[arg(long, conflicts_with_all = ["coordinator", "database_url"])]
+    pub url: Option<String>,
+    /// Run the coordinator-only bench: no-op four-step sagas through the engine in this
+    /// process, no HTTP, no participant databases.
+    #[arg(long)]
+    pub coordinator: bool,
+    /// Give every order a fresh coupon (seeded first), so the coupon step writes too.
+    #[arg(long, conflicts_with = "url")]
+    pub coupons: bool,
+    /// Product to order (one unit per order).
+    #[arg(long, default_value_t = 1)]
+    pub product: i64,
+    /// Print the results as JSON instead of Markdown tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file (the Markdown still goes to stdout).
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
+    /// Keep the data sets (temporary directories, PostgreSQL databases) and the server logs.
+    #[arg(long)]
+    pub keep_data: bool,
+}
 
-/// Runs the benchmark.
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench is not built yet")
+const AFTER_HELP: &str = "\
+Examples:
+  order-example bench                                   # SQLite, saga and direct, 2000 orders at C=64
+  order-example bench --backend postgres --database-url postgres://postgres@127.0.0.1:5432/postgres
+  order-example bench --coordinator --backend both --database-url postgres://...
+  order-example bench --coordinator --orders 100000     # RSS at 10%, 50% and 100%
+  order-example bench --url http://127.0.0.1:8081 --mode saga
+
+The orders use product --product, one unit each, no coupon unless --coupons, and ids with a
+random prefix per run. Latency is until the terminal reply (saga) or the last call (direct).
+Memory is the resident size of the `serve` child (end to end) or of this process
+(coordinator) before, at its peak (VmHWM) and after the load.";
+
+/// Runs the benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::server::init_tracing("warn");
+    let backends: &[&str] = match args.backend {
+        BackendArg::Sqlite => &["sqlite"],
+        BackendArg::Postgres => &["postgres"],
+        BackendArg::Both => &["sqlite", "postgres"],
+    };
+    if backends.contains(&"postgres") && args.database_url.is_none() && args.url.is_none() {
+        bail!(
+            "--backend postgres needs --database-url postgres://USER@HOST:PORT/DB of a role that \
+             may CREATE DATABASE; the bench creates and drops its own databases there"
+        );
+    }
+    let modes: &[Mode] = match args.mode {
+        ModeArg::Saga => &[Mode::Saga],
+        ModeArg::Direct => &[Mode::Direct],
+        ModeArg::Both => &[Mode::Saga, Mode::Direct],
+    };
+    let run_id = format!("{:08x}", rand::rng().random::<u32>());
+    let concurrency = args.concurrency as usize;
+    let mut report = Report {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..Report::default()
+    };
+    if args.coordinator {
+        for backend in backends {
+            let data = fresh_data_set(&args, backend, &run_id, "coord").await?;
+            let result = coordinator::run(
+                backend,
+                &data,
+                &format!("bench-{run_id}"),
+                args.orders,
+                concurrency,
+            )
+            .await;
+            data.remove(args.keep_data).await?;
+            report.coordinator.push(result?);
+        }
+    } else if let Some(url) = &args.url {
+        let client = http_client(concurrency)?;
+        let url = url.trim_end_matches('/');
+        let stock = load::stock(&client, url, args.product)
+            .await
+            .with_context(|| format!("reading the stock of product {} at {url}", args.product))?;
+        let needed = (args.orders * modes.len() as u64) as i64;
+        if stock < needed {
+            bail!(
+                "product {} has {stock} in stock at {url}, {needed} needed; seed plenty first: \
+                 order-example seed --data-dir D --stock {}=100000000 (or --database-url)",
+                args.product,
+                args.product
+            );
+        }
+        for mode in modes {
+            let shape = OrderShape {
+                prefix: format!("b{run_id}{}", &mode.as_str()[..1]),
+                product: args.product,
+                first_coupon: None,
+            };
+            let result = end_to_end(&client, url, None, "external", *mode, &shape, &args).await?;
+            report.end_to_end.push(result);
+        }
+    } else {
+        for backend in backends {
+            for mode in modes {
+                let result = spawned_end_to_end(&args, backend, *mode, &run_id).await?;
+                report.end_to_end.push(result);
+            }
+        }
+    }
+    report.compare();
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
+}
+
+fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency.max(1))
+        .timeout(Duration::from_secs(120))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// A fresh data set for one run: a temporary directory, or a new PostgreSQL database.
+async fn fresh_data_set(
+    args: &BenchArgs,
+    backend: &str,
+    run_id: &str,
+    label: &str,
+) -> anyhow::Result<DataSet> {
+    match (backend, &args.database_url) {
+        ("postgres", Some(url)) => {
+            DataSet::postgres(url, &format!("sagabench_{run_id}_{label}")).await
+        }
+        ("postgres", None) => bail!("--backend postgres needs --database-url"),
+        _ => DataSet::sqlite(label),
+    }
+}
+
+/// One mode on one backend: fresh data set, seed, start `serve`, load, stop, clean up.
+async fn spawned_end_to_end(
+    args: &BenchArgs,
+    backend: &str,
+    mode: Mode,
+    run_id: &str,
+) -> anyhow::Result<EndToEnd> {
+    let data = fresh_data_set(args, backend, run_id, mode.as_str()).await?;
+    let result = async {
+        // Coupons with ids past the default seed's (101 to 105), one per order.
+        let first_coupon = args.coupons.then_some(1_000_000);
+        let coupons: Vec<i64> = match first_coupon {
+            Some(first) => (0..args.orders as i64).map(|i| first + i).collect(),
+            None => Vec::new(),
+        };
+        eprintln!("{backend} {}: seeding", mode.as_str());
+        let stock = (args.orders as i64).saturating_mul(10).max(100_000_000);
+        child::seed(&data, args.product, stock, &coupons).await?;
+        let log = std::env::temp_dir().join(format!(
+            "order-bench-{run_id}-{backend}-{}.log",
+            mode.as_str()
+        ));
+        let server = Server::start(&data, log.clone()).await?;
+        let client = http_client(args.concurrency as usize)?;
+        let shape = OrderShape {
+            prefix: format!("b{run_id}"),
+            product: args.product,
+            first_coupon,
+        };
+        let result = end_to_end(
+            &client,
+            &server.base_url,
+            Some(server.pid),
+            backend,
+            mode,
+            &shape,
+            args,
+        )
+        .await;
+        if result.as_ref().is_ok_and(|r| r.outcomes.errors > 0) {
+            eprintln!("the server's log ends with:\n{}", server.log_tail());
+        }
+        server.stop().await?;
+        if args.keep_data {
+            eprintln!("server log: {}", log.display());
+        } else {
+            let _ = std::fs::remove_file(&log);
+        }
+        result
+    }
+    .await;
+    data.remove(args.keep_data).await?;
+    result
+}
+
+/// Loads the server at `base_url` (process `pid` when we started it) in one mode.
+async fn end_to_end(
+    client: &reqwest::Client,
+    base_url: &str,
+    pid: Option<u32>,
+    backend: &str,
+    mode: Mode,
+    shape: &OrderShape,
+    args: &BenchArgs,
+) -> anyhow::Result<EndToEnd> {
+    let concurrency = args.concurrency as usize;
+    // Only a server we started has a pid to read; `--url` reports no memory.
+    let rss = |read: fn(Option<u32>) -> Option<u64>| pid.and_then(|p| read(Some(p)));
+    let before_kib = rss(measure::rss_kib);
+    let counters0 = match mode {
+        Mode::Saga => load::store_counters(client, base_url).await,
+        Mode::Direct => None,
+    };
+    let bar = measure::progress(args.orders, &format!("{backend} {}", mode.as_str()));
+    let load = load::run(
+        client,
+        base_url,
+        mode,
+        shape,
+        args.orders,
+        concurrency,
+        &bar,
+    )
+    .await;
+    bar.finish_and_clear();
+    let peak_kib = rss(measure::peak_rss_kib);
+    let counters = match counters0 {
+        Some((c0, w0)) => load::store_counters(client, base_url)
+            .await
+            .map(|(c, w)| (c.saturating_sub(c0), w.saturating_sub(w0))),
+        None => None,
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_kib = rss(measure::rss_kib);
+    for e in &load.errors {
+        eprintln!("{backend} {}: {e}", mode.as_str());
+    }
+    let seconds = load.elapsed.as_secs_f64();
+    Ok(EndToEnd {
+        backend: backend.to_string(),
+        mode: mode.as_str().to_string(),
+        orders: args.orders,
+        concurrency,
+        seconds,
+        per_second: load.outcomes.total() as f64 / seconds.max(1e-9),
+        latency: load.latencies.summary(),
+        succeeded_share: load.outcomes.share(load.outcomes.succeeded),
+        compensated_share: load.outcomes.share(load.outcomes.compensated),
+        outcomes: load.outcomes,
+        server_memory: Memory {
+            before_kib,
+            peak_kib,
+            after_kib,
+            during_kib: Vec::new(),
+        },
+        store_commits: counters.map(|(c, _)| c),
+        store_writes: counters.map(|(_, w)| w),
+        store_commits_per_saga: counters.map(|(c, _)| c as f64 / args.orders as f64),
+    })
 }

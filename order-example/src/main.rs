@@ -8,6 +8,7 @@ mod api;
 mod bench;
 mod db;
 mod demo;
+mod direct;
 mod faults;
 mod model;
 mod participants;
@@ -68,7 +69,9 @@ fn parse_pair(s: &str, sep: char, what: &str) -> Result<(i64, i64), String> {
         .parse()
         .map_err(|_| format!("`{b}` is not a whole number in `{s}`"))?;
     if a <= 0 || b < 0 {
-        return Err(format!("ids must be greater than 0 and counts 0 or more in `{s}`"));
+        return Err(format!(
+            "ids must be greater than 0 and counts 0 or more in `{s}`"
+        ));
     }
     Ok((a, b))
 }
@@ -101,7 +104,10 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

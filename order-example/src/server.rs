@@ -63,9 +63,13 @@ pub struct ServeArgs {
 /// Where the data lives, from the two exclusive flags.
 pub fn location(data_dir: Option<PathBuf>, url: Option<String>) -> anyhow::Result<Location> {
     match (data_dir, url) {
-        (Some(_), Some(_)) => anyhow::bail!("--data-dir and --database-url cannot be used together"),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("--data-dir and --database-url cannot be used together")
+        }
         (_, Some(url)) => Ok(Location::Url(url)),
-        (dir, None) => Ok(Location::Dir(dir.unwrap_or_else(|| PathBuf::from("./data")))),
+        (dir, None) => Ok(Location::Dir(
+            dir.unwrap_or_else(|| PathBuf::from("./data")),
+        )),
     }
 }
 
@@ -110,8 +114,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let loc = location(args.data_dir.clone(), args.database_url.clone())?;
     let metrics = install_metrics();
-    let services = db::open_services(&loc).await.context("opening the service databases")?;
-    let store = db::open_store(&loc).await.context("opening the saga store")?;
+    let services = db::open_services(&loc)
+        .await
+        .context("opening the service databases")?;
+    let store = db::open_store(&loc)
+        .await
+        .context("opening the saga store")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -145,7 +153,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let participants = participants::router(Participants {
         services: services.clone(),
         faults: Arc::new(Faults::new(faults)),
-    });
+    })
+    .merge(crate::direct::router(services.clone()));
     let app = api::router(
         Api {
             engine: engine.clone(),
