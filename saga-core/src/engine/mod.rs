@@ -296,7 +296,7 @@ impl EngineBuilder {
                 by_fingerprint,
                 by_name,
                 drivers: Mutex::new(HashMap::new()),
-                finished: Notify::new(),
+                waiters: Mutex::new(HashMap::new()),
                 shutdown: shutdown_tx,
             }),
         };
@@ -342,7 +342,8 @@ pub(crate) struct Inner {
     by_fingerprint: HashMap<String, Arc<dyn ErasedSaga>>,
     by_name: HashMap<String, Arc<dyn ErasedSaga>>,
     drivers: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
-    pub(crate) finished: Notify,
+    /// Callers of [`Engine::wait`], by gid: told when a local driver of that gid stops.
+    waiters: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -514,8 +515,29 @@ impl Engine {
         timeout: Duration,
     ) -> Result<Option<SagaView>, EngineError> {
         let until = tokio::time::Instant::now() + timeout;
+        let notify = Arc::new(Notify::new());
+        if let Ok(mut w) = self.inner.waiters.lock() {
+            w.entry(gid.to_string()).or_default().push(notify.clone());
+        }
+        let result = self.wait_on(gid, until, &notify).await;
+        if let Ok(mut w) = self.inner.waiters.lock()
+            && let Some(list) = w.get_mut(gid)
+        {
+            list.retain(|n| !Arc::ptr_eq(n, &notify));
+            if list.is_empty() {
+                w.remove(gid);
+            }
+        }
+        result
+    }
+
+    async fn wait_on(
+        &self,
+        gid: &str,
+        until: tokio::time::Instant,
+        notify: &Notify,
+    ) -> Result<Option<SagaView>, EngineError> {
         loop {
-            let notified = self.inner.finished.notified();
             let view = self
                 .status(gid)
                 .await?
@@ -527,9 +549,17 @@ impl Engine {
             if now >= until {
                 return Ok(None);
             }
-            // Local drivers notify on finish; sagas driven by other engines are polled.
-            let step = (until - now).min(Duration::from_millis(100));
-            let _ = tokio::time::timeout(step, notified).await;
+            // A local driver of this gid wakes us when it stops (`notify_one` keeps the
+            // wake-up if it comes before we sleep); sagas driven elsewhere are polled, less
+            // often when a driver here is on it.
+            let local = self
+                .inner
+                .drivers
+                .lock()
+                .map(|d| d.contains_key(gid))
+                .unwrap_or(false);
+            let poll = Duration::from_millis(if local { 1000 } else { 100 });
+            let _ = tokio::time::timeout((until - now).min(poll), notify.notified()).await;
         }
     }
 
@@ -816,7 +846,15 @@ impl Engine {
             {
                 d.remove(&gid);
             }
-            engine.inner.finished.notify_waiters();
+            let waiting = engine
+                .inner
+                .waiters
+                .lock()
+                .ok()
+                .and_then(|w| w.get(&gid).cloned());
+            for n in waiting.into_iter().flatten() {
+                n.notify_one();
+            }
         });
     }
 
