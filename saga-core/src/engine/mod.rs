@@ -537,6 +537,13 @@ impl Engine {
         until: tokio::time::Instant,
         notify: &Notify,
     ) -> Result<Option<SagaView>, EngineError> {
+        // Right after a local submit the saga is being driven here: the first look at the
+        // store can wait for its driver's word.
+        if self.driven_here(gid) {
+            let now = tokio::time::Instant::now();
+            let poll = Duration::from_millis(1000).min(until.saturating_duration_since(now));
+            let _ = tokio::time::timeout(poll, notify.notified()).await;
+        }
         loop {
             let view = self
                 .status(gid)
@@ -552,15 +559,17 @@ impl Engine {
             // A local driver of this gid wakes us when it stops (`notify_one` keeps the
             // wake-up if it comes before we sleep); sagas driven elsewhere are polled, less
             // often when a driver here is on it.
-            let local = self
-                .inner
-                .drivers
-                .lock()
-                .map(|d| d.contains_key(gid))
-                .unwrap_or(false);
-            let poll = Duration::from_millis(if local { 1000 } else { 100 });
+            let poll = Duration::from_millis(if self.driven_here(gid) { 1000 } else { 100 });
             let _ = tokio::time::timeout((until - now).min(poll), notify.notified()).await;
         }
+    }
+
+    fn driven_here(&self, gid: &str) -> bool {
+        self.inner
+            .drivers
+            .lock()
+            .map(|d| d.contains_key(gid))
+            .unwrap_or(false)
     }
 
     /// Reads an instance.

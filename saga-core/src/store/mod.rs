@@ -5,6 +5,7 @@
 //! Transitions and submits go through a group-commit writer that puts whatever is queued, from
 //! many sagas, into one transaction: one fsync serves them all.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -198,7 +199,7 @@ pub struct SagaSummary {
 }
 
 /// What submitting an instance did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
     /// Created, owned by the submitter with fence 1.
     Created,
@@ -304,7 +305,7 @@ impl Store {
         schema: Option<&str>,
         max_connections: u32,
     ) -> Result<Store, StoreError> {
-        let pool = postgres::open_pool(url, schema, max_connections.max(2)).await?;
+        let pool = postgres::open_store_pool(url, schema, max_connections.max(2)).await?;
         postgres::migrator().run(&pool).await?;
         Ok(Store::start(Backend::Postgres(pool)))
     }
@@ -319,7 +320,7 @@ impl Store {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite { .. } => 1,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(_) => 6,
+            Backend::Postgres(_) => 2,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..writers {
@@ -560,6 +561,229 @@ impl ReadHandle<'_> {
     }
 }
 
+/// One batch of writes as five JSON arrays, one per statement (bound as parameters 1 to 5):
+/// instances to create, their steps, transitions of instances, their steps, finished calls.
+/// Step and call rows carry the fence of their transition, so that the SQL applies them only
+/// where the transition applied; each dialect runs the five in one round trip.
+pub(crate) struct BatchPlan<'a> {
+    ops: &'a [&'a WriteOp],
+    /// The first insert of each gid in the batch (a later one of the same gid finds it).
+    first_insert: HashSet<usize>,
+    /// The five arrays, serialized.
+    pub(crate) params: [String; 5],
+}
+
+/// A row of `saga_instance` to create, as the batch statement reads it.
+#[derive(serde::Serialize)]
+struct NewInstanceRow<'a> {
+    gid: &'a str,
+    saga: &'a str,
+    fingerprint: &'a str,
+    input: String,
+    deadline_at: Option<i64>,
+    owner: &'a str,
+    lease_until: i64,
+    now: i64,
+}
+
+/// A row of `saga_step` to create or update. `fence` is the transition's (1 for a new
+/// instance); `name` and `fingerprint` are set for new rows only.
+#[derive(serde::Serialize)]
+struct StepRow<'a> {
+    gid: &'a str,
+    idx: usize,
+    fence: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<&'a str>,
+    status: &'static str,
+    attempts: u32,
+    compensate_attempts: u32,
+    attempts_base: u32,
+    compensate_attempts_base: u32,
+    output: Option<String>,
+    last_error: Option<&'a str>,
+    now: i64,
+}
+
+impl<'a> StepRow<'a> {
+    fn new(gid: &'a str, idx: usize, s: &'a StepState, now: i64, fence: i64) -> Self {
+        StepRow {
+            gid,
+            idx,
+            fence,
+            name: None,
+            fingerprint: None,
+            status: s.status.as_str(),
+            attempts: s.attempts,
+            compensate_attempts: s.compensate_attempts,
+            attempts_base: s.attempts_base,
+            compensate_attempts_base: s.compensate_attempts_base,
+            output: s.output.as_ref().map(|v| v.to_string()),
+            last_error: s.last_error.as_deref(),
+            now,
+        }
+    }
+}
+
+/// A transition of a `saga_instance` row, applied where `fence` still matches.
+#[derive(serde::Serialize)]
+struct UpdateRow<'a> {
+    gid: &'a str,
+    fence: i64,
+    status: &'static str,
+    phase: &'static str,
+    reason: Option<&'a str>,
+    cause: Option<&'a str>,
+    next_wake_at: i64,
+    lease_until: i64,
+    release: bool,
+    now: i64,
+}
+
+/// A row of `saga_attempt`; `wfence` is the fence of the transition that records it.
+#[derive(serde::Serialize)]
+struct AttemptRow<'a> {
+    gid: &'a str,
+    step: &'a str,
+    op: &'a str,
+    attempt: i64,
+    owner: &'a str,
+    fence: i64,
+    wfence: i64,
+    started_at: i64,
+    finished_at: i64,
+    outcome: &'a str,
+    error: Option<&'a str>,
+}
+
+impl<'a> BatchPlan<'a> {
+    pub(crate) fn new(ops: &'a [&'a WriteOp]) -> Self {
+        // Rows go in gid order, the order in which the store's multi-row statements lock.
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        order.sort_by(|&a, &b| ops[a].gid().cmp(ops[b].gid()));
+        let mut seen = HashSet::new();
+        let mut first_insert = HashSet::new();
+        let (mut instances, mut new_steps, mut updates, mut steps, mut attempts) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for idx in order {
+            match ops[idx] {
+                WriteOp::Insert(n) => {
+                    if !seen.insert(n.gid.as_str()) {
+                        continue;
+                    }
+                    first_insert.insert(idx);
+                    instances.push(NewInstanceRow {
+                        gid: &n.gid,
+                        saga: &n.saga,
+                        fingerprint: &n.fingerprint,
+                        input: n.input.to_string(),
+                        deadline_at: n.deadline_at,
+                        owner: &n.owner,
+                        lease_until: n.lease_until,
+                        now: n.now,
+                    });
+                    for (i, (name, s)) in n.steps.iter().zip(&n.states).enumerate() {
+                        let mut row = StepRow::new(&n.gid, i, s, n.now, 1);
+                        row.name = Some(name);
+                        row.fingerprint = Some(&n.fingerprint);
+                        new_steps.push(row);
+                    }
+                }
+                WriteOp::Transition(w) => {
+                    updates.push(UpdateRow {
+                        gid: &w.gid,
+                        fence: w.fence,
+                        status: w.status.as_str(),
+                        phase: w.phase.as_str(),
+                        reason: w.reason.as_deref(),
+                        cause: w.cause.as_deref(),
+                        next_wake_at: w.next_wake_at,
+                        lease_until: w.lease_until,
+                        release: w.release,
+                        now: w.now,
+                    });
+                    for (i, s) in &w.steps {
+                        steps.push(StepRow::new(&w.gid, *i, s, w.now, w.fence));
+                    }
+                    for a in &w.attempts {
+                        attempts.push(AttemptRow {
+                            gid: &a.gid,
+                            step: &a.step,
+                            op: &a.op,
+                            attempt: a.attempt,
+                            owner: &a.owner,
+                            fence: a.fence,
+                            wfence: w.fence,
+                            started_at: a.started_at,
+                            finished_at: a.finished_at,
+                            outcome: &a.outcome,
+                            error: a.error.as_deref(),
+                        });
+                    }
+                }
+            }
+        }
+        fn text<T: serde::Serialize>(rows: &[T]) -> String {
+            // Plain structs of strings and numbers: serializing them cannot fail.
+            serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+        }
+        BatchPlan {
+            ops,
+            first_insert,
+            params: [
+                text(&instances),
+                text(&new_steps),
+                text(&updates),
+                text(&steps),
+                text(&attempts),
+            ],
+        }
+    }
+
+    /// Each write's outcome from what the statements returned: the gids created and the
+    /// `(gid, fence)` of the transitions applied.
+    pub(crate) fn outcomes(
+        &self,
+        created: &HashSet<String>,
+        applied: &HashSet<(String, i64)>,
+    ) -> Vec<WriteOutcome> {
+        self.ops
+            .iter()
+            .enumerate()
+            .map(|(idx, op)| match op {
+                WriteOp::Insert(n) => WriteOutcome::Inserted(
+                    if self.first_insert.contains(&idx) && created.contains(&n.gid) {
+                        Inserted::Created
+                    } else {
+                        Inserted::Exists
+                    },
+                ),
+                WriteOp::Transition(w) => {
+                    WriteOutcome::Applied(applied.contains(&(w.gid.clone(), w.fence)))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Sorts the rows a batch statement returned, `(kind, gid, fence)` with kind `created` or
+/// `applied`, into the created gids and the applied transitions.
+pub(crate) fn batch_results(
+    rows: impl IntoIterator<Item = (String, String, i64)>,
+) -> (HashSet<String>, HashSet<(String, i64)>) {
+    let (mut created, mut applied) = (HashSet::new(), HashSet::new());
+    for (kind, gid, fence) in rows {
+        if kind == "created" {
+            created.insert(gid);
+        } else {
+            applied.insert((gid, fence));
+        }
+    }
+    (created, applied)
+}
+
 /// The group-commit writer: takes what is queued (up to `limit` writes), applies it in one
 /// transaction, answers each caller. If the batch fails as a whole, each write is retried in a
 /// transaction of its own so that one bad write does not fail its neighbours.
@@ -644,152 +868,30 @@ macro_rules! backend {
     ($db:ident, $sql:ident) => {
         use sqlx::Row as _;
 
-        use super::{
-            AttemptRecord, Inserted, InstanceRecord, NewInstance, SagaSummary, TransitionWrite,
-            WriteOp, WriteOutcome,
-        };
+        use super::{AttemptRecord, InstanceRecord, SagaSummary};
         use crate::machine::{SagaState, SagaStatus, StepState};
 
         type Pool = sqlx::Pool<$db>;
-        type Conn = <$db as sqlx::Database>::Connection;
-
-        async fn insert(conn: &mut Conn, new: &NewInstance) -> Result<Inserted, sqlx::Error> {
-            let done = sqlx::query($sql::INSERT_INSTANCE)
-                .bind(&new.gid)
-                .bind(&new.saga)
-                .bind(&new.fingerprint)
-                .bind(new.input.to_string())
-                .bind(new.deadline_at)
-                .bind(new.now)
-                .bind(&new.owner)
-                .bind(new.lease_until)
-                .bind(new.now)
-                .bind(new.now)
-                .execute(&mut *conn)
-                .await?;
-            if done.rows_affected() == 0 {
-                return Ok(Inserted::Exists);
-            }
-            for (idx, (name, s)) in new.steps.iter().zip(&new.states).enumerate() {
-                sqlx::query($sql::INSERT_STEP)
-                    .bind(&new.gid)
-                    .bind(idx as i64)
-                    .bind(name)
-                    .bind(s.status.as_str())
-                    .bind(i64::from(s.attempts))
-                    .bind(i64::from(s.compensate_attempts))
-                    .bind(i64::from(s.attempts_base))
-                    .bind(i64::from(s.compensate_attempts_base))
-                    .bind(s.output.as_ref().map(|v| v.to_string()))
-                    .bind(&s.last_error)
-                    .bind(new.now)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(Inserted::Created)
-        }
-
-        async fn transition(conn: &mut Conn, w: &TransitionWrite) -> Result<bool, sqlx::Error> {
-            let done = if w.release {
-                sqlx::query($sql::RELEASE_INSTANCE)
-                    .bind(w.status.as_str())
-                    .bind(w.phase.as_str())
-                    .bind(&w.reason)
-                    .bind(&w.cause)
-                    .bind(w.next_wake_at)
-                    .bind(w.now)
-                    .bind(&w.gid)
-                    .bind(w.fence)
-                    .execute(&mut *conn)
-                    .await?
-            } else {
-                sqlx::query($sql::UPDATE_INSTANCE)
-                    .bind(w.status.as_str())
-                    .bind(w.phase.as_str())
-                    .bind(&w.reason)
-                    .bind(&w.cause)
-                    .bind(w.next_wake_at)
-                    .bind(w.lease_until)
-                    .bind(w.now)
-                    .bind(&w.gid)
-                    .bind(w.fence)
-                    .execute(&mut *conn)
-                    .await?
-            };
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            for (idx, s) in &w.steps {
-                sqlx::query($sql::UPDATE_STEP)
-                    .bind(s.status.as_str())
-                    .bind(i64::from(s.attempts))
-                    .bind(i64::from(s.compensate_attempts))
-                    .bind(i64::from(s.attempts_base))
-                    .bind(i64::from(s.compensate_attempts_base))
-                    .bind(s.output.as_ref().map(|v| v.to_string()))
-                    .bind(&s.last_error)
-                    .bind(w.now)
-                    .bind(&w.gid)
-                    .bind(*idx as i64)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            for a in &w.attempts {
-                sqlx::query($sql::INSERT_ATTEMPT)
-                    .bind(&a.gid)
-                    .bind(&a.step)
-                    .bind(&a.op)
-                    .bind(a.attempt)
-                    .bind(&a.owner)
-                    .bind(a.fence)
-                    .bind(a.started_at)
-                    .bind(a.finished_at)
-                    .bind(&a.outcome)
-                    .bind(&a.error)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(true)
-        }
-
-        pub(crate) async fn write_batch(
-            pool: &Pool,
-            ops: &[&WriteOp],
-        ) -> Result<Vec<WriteOutcome>, sqlx::Error> {
-            // Rows are locked in gid order, the order every multi-row statement of the store
-            // locks in too, so that concurrent batches and lease updates cannot deadlock.
-            let mut order: Vec<usize> = (0..ops.len()).collect();
-            order.sort_by(|&a, &b| ops[a].gid().cmp(ops[b].gid()));
-            let mut tx = pool.begin().await?;
-            let mut out: Vec<Option<WriteOutcome>> = (0..ops.len()).map(|_| None).collect();
-            for idx in order {
-                out[idx] = Some(match ops[idx] {
-                    WriteOp::Insert(new) => WriteOutcome::Inserted(insert(&mut tx, new).await?),
-                    WriteOp::Transition(w) => WriteOutcome::Applied(transition(&mut tx, w).await?),
-                });
-            }
-            tx.commit().await?;
-            Ok(out.into_iter().flatten().collect())
-        }
 
         pub(crate) async fn load(
             pool: &Pool,
             gid: &str,
         ) -> Result<Option<InstanceRecord>, super::StoreError> {
-            let Some(row) = sqlx::query($sql::SELECT_INSTANCE)
-                .bind(gid)
-                .fetch_optional(pool)
-                .await?
-            else {
-                return Ok(None);
-            };
-            let steps = sqlx::query($sql::SELECT_STEPS)
+            // One row per step, each carrying the instance's columns too.
+            let rows = sqlx::query($sql::SELECT_INSTANCE_STEPS)
                 .bind(gid)
                 .fetch_all(pool)
                 .await?;
-            let mut step_names = Vec::with_capacity(steps.len());
-            let mut step_states = Vec::with_capacity(steps.len());
-            for s in &steps {
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            let mut step_names = Vec::with_capacity(rows.len());
+            let mut step_states = Vec::with_capacity(rows.len());
+            // An instance without steps comes back as one row with NULL step columns.
+            let with_step = |r: &&<$db as sqlx::Database>::Row| {
+                matches!(r.try_get::<Option<i64>, _>("idx"), Ok(Some(_)))
+            };
+            for s in rows.iter().filter(with_step) {
                 step_names.push(s.try_get::<String, _>("name")?);
                 let output: Option<String> = s.try_get("output")?;
                 step_states.push(StepState {
@@ -811,7 +913,7 @@ macro_rules! backend {
                 fingerprint: row.try_get("fingerprint")?,
                 input: super::parse_json(gid, &input)?,
                 state: SagaState {
-                    status: super::parse_status(gid, &row.try_get::<String, _>("status")?)?,
+                    status: super::parse_status(gid, &row.try_get::<String, _>("saga_status")?)?,
                     phase: super::parse_phase(gid, &row.try_get::<String, _>("phase")?)?,
                     reason: row.try_get("reason")?,
                     cause: row.try_get("cause")?,

@@ -10,14 +10,13 @@ use super::StoreError;
 
 /// The SQL of the PostgreSQL store.
 pub(crate) mod sql {
-    pub const INSERT_INSTANCE: &str = "INSERT INTO saga_instance (gid, saga, fingerprint, input, status, phase, reason, deadline_at, next_wake_at, owner, lease_until, fence, created_at, updated_at) VALUES ($1, $2, $3, $4, 'running', 'forward', NULL, $5, $6, $7, $8, 1, $9, $10) ON CONFLICT (gid) DO NOTHING";
-    pub const INSERT_STEP: &str = "INSERT INTO saga_step (gid, idx, name, status, attempts, compensate_attempts, attempts_base, compensate_attempts_base, output, last_error, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-    pub const UPDATE_INSTANCE: &str = "UPDATE saga_instance SET status = $1, phase = $2, reason = $3, cause = $4, next_wake_at = $5, lease_until = $6, updated_at = $7 WHERE gid = $8 AND fence = $9";
-    pub const RELEASE_INSTANCE: &str = "UPDATE saga_instance SET status = $1, phase = $2, reason = $3, cause = $4, next_wake_at = $5, lease_until = 0, owner = NULL, updated_at = $6 WHERE gid = $7 AND fence = $8";
-    pub const UPDATE_STEP: &str = "UPDATE saga_step SET status = $1, attempts = $2, compensate_attempts = $3, attempts_base = $4, compensate_attempts_base = $5, output = $6, last_error = $7, updated_at = $8 WHERE gid = $9 AND idx = $10";
-    pub const INSERT_ATTEMPT: &str = "INSERT INTO saga_attempt (gid, step, op, attempt, owner, fence, started_at, finished_at, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-    pub const SELECT_INSTANCE: &str = "SELECT gid, saga, fingerprint, input, status, phase, reason, cause, deadline_at, next_wake_at, owner, lease_until, fence, created_at, updated_at FROM saga_instance WHERE gid = $1";
-    pub const SELECT_STEPS: &str = "SELECT idx, name, status, attempts, compensate_attempts, attempts_base, compensate_attempts_base, output, last_error FROM saga_step WHERE gid = $1 ORDER BY idx";
+    /// One batch of writes (see `BatchPlan`) as one statement: data-modifying CTEs, so one
+    /// round trip and an implicit transaction. Steps and calls apply only where their
+    /// transition did (the `RETURNING` of `ins` and `upd`). A wake-up time already due stays
+    /// as it is when the new one is due too (the same thing to a claim), so that a running
+    /// saga's transitions change no indexed column and stay heap-only updates.
+    pub const WRITE_BATCH: &str = "WITH ins AS (INSERT INTO saga_instance (gid, saga, fingerprint, input, status, phase, reason, deadline_at, next_wake_at, owner, lease_until, fence, created_at, updated_at) SELECT j.gid, j.saga, j.fingerprint, j.input, 'running', 'forward', NULL, j.deadline_at, j.now, j.owner, j.lease_until, 1, j.now, j.now FROM jsonb_to_recordset($1::jsonb) AS j(gid text, saga text, fingerprint text, input text, deadline_at bigint, owner text, lease_until bigint, now bigint) ON CONFLICT (gid) DO NOTHING RETURNING gid, fence), ins_steps AS (INSERT INTO saga_step (gid, idx, name, status, attempts, compensate_attempts, attempts_base, compensate_attempts_base, output, last_error, updated_at) SELECT j.gid, j.idx, j.name, j.status, j.attempts, j.compensate_attempts, j.attempts_base, j.compensate_attempts_base, j.output, j.last_error, j.now FROM jsonb_to_recordset($2::jsonb) AS j(gid text, idx bigint, name text, status text, attempts bigint, compensate_attempts bigint, attempts_base bigint, compensate_attempts_base bigint, output text, last_error text, now bigint) WHERE j.gid IN (SELECT gid FROM ins)), upd AS (UPDATE saga_instance AS i SET status = j.status, phase = j.phase, reason = j.reason, cause = j.cause, next_wake_at = CASE WHEN j.next_wake_at <= j.now AND i.next_wake_at <= j.now THEN i.next_wake_at ELSE j.next_wake_at END, lease_until = CASE WHEN j.release THEN 0 ELSE j.lease_until END, owner = CASE WHEN j.release THEN NULL ELSE i.owner END, updated_at = j.now FROM jsonb_to_recordset($3::jsonb) AS j(gid text, fence bigint, status text, phase text, reason text, cause text, next_wake_at bigint, lease_until bigint, release boolean, now bigint) WHERE i.gid = j.gid AND i.fence = j.fence RETURNING i.gid, i.fence), upd_steps AS (UPDATE saga_step AS s SET status = j.status, attempts = j.attempts, compensate_attempts = j.compensate_attempts, attempts_base = j.attempts_base, compensate_attempts_base = j.compensate_attempts_base, output = j.output, last_error = j.last_error, updated_at = j.now FROM jsonb_to_recordset($4::jsonb) AS j(gid text, idx bigint, fence bigint, status text, attempts bigint, compensate_attempts bigint, attempts_base bigint, compensate_attempts_base bigint, output text, last_error text, now bigint) WHERE s.gid = j.gid AND s.idx = j.idx AND (j.gid, j.fence) IN (SELECT gid, fence FROM upd)), att AS (INSERT INTO saga_attempt (gid, step, op, attempt, owner, fence, started_at, finished_at, outcome, error) SELECT j.gid, j.step, j.op, j.attempt, j.owner, j.fence, j.started_at, j.finished_at, j.outcome, j.error FROM jsonb_to_recordset($5::jsonb) AS j(gid text, step text, op text, attempt bigint, owner text, fence bigint, wfence bigint, started_at bigint, finished_at bigint, outcome text, error text) WHERE (j.gid, j.wfence) IN (SELECT gid, fence FROM upd)) SELECT 'created' AS kind, gid, fence FROM ins UNION ALL SELECT 'applied', gid, fence FROM upd";
+    pub const SELECT_INSTANCE_STEPS: &str = "SELECT i.gid, i.saga, i.fingerprint, i.input, i.status AS saga_status, i.phase, i.reason, i.cause, i.deadline_at, i.next_wake_at, i.owner, i.lease_until, i.fence, i.created_at, i.updated_at, s.idx, s.name, s.status, s.attempts, s.compensate_attempts, s.attempts_base, s.compensate_attempts_base, s.output, s.last_error FROM saga_instance i LEFT JOIN saga_step s ON s.gid = i.gid WHERE i.gid = $1 ORDER BY s.idx";
     pub const SELECT_ATTEMPTS: &str = "SELECT gid, step, op, attempt, owner, fence, started_at, finished_at, outcome, error FROM saga_attempt WHERE gid = $1 ORDER BY started_at, attempt";
     pub const CLAIM_DUE: &str = "UPDATE saga_instance SET owner = $1, lease_until = $2, fence = fence + 1 WHERE gid IN (SELECT gid FROM saga_instance WHERE status IN ('running', 'compensating') AND next_wake_at <= $3 AND (owner IS NULL OR (lease_until < $3 AND owner <> $1)) AND fingerprint IN (SELECT jsonb_array_elements_text($5::jsonb)) ORDER BY next_wake_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING gid";
     pub const CLAIM_OWN: &str = "UPDATE saga_instance SET lease_until = $2, fence = fence + 1 WHERE gid IN (SELECT gid FROM saga_instance WHERE owner = $1 AND status IN ('running', 'compensating') AND fingerprint IN (SELECT jsonb_array_elements_text($3::jsonb)) ORDER BY gid COLLATE \"C\" FOR UPDATE) RETURNING gid";
@@ -37,6 +36,35 @@ pub(crate) mod sql {
 /// Opens a pool of `max` connections to `url`. With `schema`, every connection's `search_path`
 /// is set to that schema (created if missing), so several services can share one database.
 pub async fn open_pool(url: &str, schema: Option<&str>, max: u32) -> Result<PgPool, StoreError> {
+    open_pool_with(url, schema, max, &[]).await
+}
+
+/// The saga store's pool: [`open_pool`] with generic plans kept to index lookups and nested
+/// loops. Every store statement touches a few rows by key; the batch statement joins JSON
+/// rows (estimated at 100) to the tables, and a plan chosen while the tables were small (a
+/// sequential scan with a hash join) would otherwise stay cached as they grow.
+pub(crate) async fn open_store_pool(
+    url: &str,
+    schema: Option<&str>,
+    max: u32,
+) -> Result<PgPool, StoreError> {
+    let planner = [
+        // Plan each prepared statement once: planning the batch statement costs more than
+        // running it.
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+        ("enable_hashjoin", "off"),
+        ("enable_mergejoin", "off"),
+    ];
+    open_pool_with(url, schema, max, &planner).await
+}
+
+async fn open_pool_with(
+    url: &str,
+    schema: Option<&str>,
+    max: u32,
+    settings: &[(&str, &str)],
+) -> Result<PgPool, StoreError> {
     let mut options = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
     if let Some(schema) = schema {
         if !schema
@@ -71,8 +99,12 @@ pub async fn open_pool(url: &str, schema: Option<&str>, max: u32) -> Result<PgPo
         pool.close().await;
         options = options.options([("search_path", schema)]);
     }
+    options = options.options(settings.iter().copied());
     PgPoolOptions::new()
         .max_connections(max)
+        // No ping before each use: a broken connection fails its statement, which is retried,
+        // and a round trip saved on every acquire is most of a short statement's cost.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(StoreError::Database)
@@ -86,3 +118,24 @@ pub(crate) fn migrator() -> sqlx::migrate::Migrator {
 }
 
 super::backend!(Postgres, sql);
+
+/// Applies a batch of writes as one statement (`sql::WRITE_BATCH`).
+pub(crate) async fn write_batch(
+    pool: &PgPool,
+    ops: &[&super::WriteOp],
+) -> Result<Vec<super::WriteOutcome>, sqlx::Error> {
+    use sqlx::Row as _;
+    let plan = super::BatchPlan::new(ops);
+    let mut query = sqlx::query(sql::WRITE_BATCH);
+    for p in &plan.params {
+        query = query.bind(p.as_str());
+    }
+    let rows = query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let (created, applied) = super::batch_results(rows);
+    Ok(plan.outcomes(&created, &applied))
+}
