@@ -68,7 +68,7 @@ fn sqlite_file(dir: &Path, part: &str) -> PathBuf {
 async fn open_service(loc: &Location, part: &str) -> anyhow::Result<Db> {
     let db = match loc {
         Location::Dir(dir) => {
-            let pool = store::sqlite::open_pool(&sqlite_file(dir, part), true, 8).await?;
+            let pool = store::sqlite::open_pool(&sqlite_file(dir, part), true, 1).await?;
             migrator(part).run(&pool).await?;
             saga_core::barrier::migrate_sqlite(&pool).await?;
             Db::Sqlite(pool)

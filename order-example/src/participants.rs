@@ -1,6 +1,6 @@
 //! The four participant services (order, stock, coupon, payment) as axum routes. Every
 //! handler's local work runs inside the sub-transaction barrier, in the service's own database,
-//! in a transaction this module holds so that faults can fire between the work and the commit.
+//! in the barrier's transaction; the crash-before-commit fault fires at the end of the work.
 
 use std::sync::Arc;
 use tracing::Instrument;
@@ -358,8 +358,9 @@ fn barrier_error(e: BarrierError<Refusal>) -> ApiError {
     }
 }
 
-/// Runs the barrier and the business code of `point` in one local transaction; fires the
-/// crash-before-commit fault between the work and the commit.
+/// Runs the barrier and the business code of `point` in one local transaction (the barrier's
+/// own); fires the crash-before-commit fault after the barrier and the work, before the commit,
+/// whether the business code ran or the barrier absorbed the call.
 async fn run(
     db: &Db,
     barrier: &mut Barrier,
@@ -367,33 +368,26 @@ async fn run(
     body: &Body,
     faults: &Faults,
 ) -> Result<BarrierOutcome<()>, ApiError> {
-    let db_err = |e: sqlx::Error| ApiError::unavailable(format!("database error: {e}"));
-    match db {
+    let body = body.clone();
+    let outcome = match db {
         Db::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-            let body = body.clone();
-            let outcome = barrier
-                .call_in::<sqlx::Sqlite, _, _, _>(&mut *tx, move |conn| {
-                    Box::pin(async move { business!(conn, point, &body) })
-                })
+            barrier
+                .call_with_hook::<sqlx::Sqlite, _, _, _, _>(
+                    pool,
+                    move |conn| Box::pin(async move { business!(conn, point, &body) }),
+                    |_| faults.crash_before_commit(point),
+                )
                 .await
-                .map_err(barrier_error)?;
-            faults.crash_before_commit(point);
-            tx.commit().await.map_err(db_err)?;
-            Ok(outcome)
         }
         Db::Postgres(pool) => {
-            let mut tx = pool.begin().await.map_err(db_err)?;
-            let body = body.clone();
-            let outcome = barrier
-                .call_in::<sqlx::Postgres, _, _, _>(&mut *tx, move |conn| {
-                    Box::pin(async move { business!(conn, point, &body) })
-                })
+            barrier
+                .call_with_hook::<sqlx::Postgres, _, _, _, _>(
+                    pool,
+                    move |conn| Box::pin(async move { business!(conn, point, &body) }),
+                    |_| faults.crash_before_commit(point),
+                )
                 .await
-                .map_err(barrier_error)?;
-            faults.crash_before_commit(point);
-            tx.commit().await.map_err(db_err)?;
-            Ok(outcome)
         }
-    }
+    };
+    outcome.map_err(barrier_error)
 }

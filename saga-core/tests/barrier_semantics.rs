@@ -328,6 +328,45 @@ async fn failed_action_leaves_no_barrier_rows_and_its_undo_is_null<B: Backend>()
     assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
 }
 
+async fn before_commit_hook_sees_every_outcome_inside_the_transaction<B: Backend>() {
+    let fx = B::fixture().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let call = |op: Op, count: i64| {
+        let (pool, seen) = (fx.pool.clone(), seen.clone());
+        async move {
+            let mut barrier = Barrier::new("order-1", "stock_deduct", op).unwrap();
+            let hook = |o: &BarrierOutcome<()>| seen.lock().unwrap().push(o.clone());
+            match op {
+                Op::Action => {
+                    barrier
+                        .call_with_hook(&pool, move |conn| B::deduct(conn, count), hook)
+                        .await
+                }
+                Op::Compensate => {
+                    barrier
+                        .call_with_hook(&pool, move |conn| B::add_back(conn, count), hook)
+                        .await
+                }
+            }
+        }
+    };
+    // A failing action: no hook, nothing kept.
+    assert!(call(Op::Action, INITIAL_STOCK + 1).await.is_err());
+    // Null compensation, then a cancelled late action, then a duplicate undo.
+    call(Op::Compensate, 3).await.unwrap();
+    call(Op::Action, 3).await.unwrap();
+    call(Op::Compensate, 3).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            BarrierOutcome::NullCompensation,
+            BarrierOutcome::Cancelled,
+            BarrierOutcome::Duplicate
+        ]
+    );
+    assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
+}
+
 async fn several_barrier_calls_in_one_handler_are_numbered<B: Backend>() {
     let fx = B::fixture().await;
     let handler = |pool: Pool<B::DB>| async move {
@@ -522,6 +561,7 @@ macro_rules! all_cases {
             late_action_after_undo_is_cancelled,
             failed_action_leaves_no_barrier_rows_and_its_undo_is_null,
             several_barrier_calls_in_one_handler_are_numbered,
+            before_commit_hook_sees_every_outcome_inside_the_transaction,
             barrier_rows_commit_with_the_callers_transaction,
             barrier_rows_roll_back_with_the_callers_transaction,
             failed_business_code_in_the_callers_transaction_rolls_back_only_the_barrier,

@@ -421,10 +421,28 @@ impl Barrier {
         DB: BarrierDatabase,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
     {
+        self.call_with_hook(pool, business, |_| {}).await
+    }
+
+    /// Like [`Barrier::call`], and runs `before_commit` inside the transaction once the barrier
+    /// has decided and any business code has run, just before the commit, whatever the
+    /// outcome (ran, duplicate, null compensation, cancelled). Not called when the business
+    /// code fails. Meant for instrumentation and fault injection ("die before the commit").
+    pub async fn call_with_hook<DB, T, E, F, H>(
+        &mut self,
+        pool: &Pool<DB>,
+        business: F,
+        before_commit: H,
+    ) -> Result<BarrierOutcome<T>, BarrierError<E>>
+    where
+        DB: BarrierDatabase,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
+        H: FnOnce(&BarrierOutcome<T>),
+    {
         let key = self.key();
         let result = async {
             let tx = pool.begin_with(DB::BEGIN).await?;
-            run_in_transaction::<DB, T, E, F>(tx, &key, business).await
+            run_in_transaction::<DB, T, E, F>(tx, &key, business, before_commit).await
         }
         .await;
         record(&key, &result);
@@ -451,7 +469,7 @@ impl Barrier {
         let key = self.key();
         let result = async {
             let savepoint = conn.begin().await?;
-            run_in_transaction::<DB, T, E, F>(savepoint, &key, business).await
+            run_in_transaction::<DB, T, E, F>(savepoint, &key, business, |_| {}).await
         }
         .await;
         record(&key, &result);
@@ -558,6 +576,7 @@ async fn run_in_transaction<DB, T, E, F>(
     mut tx: sqlx::Transaction<'_, DB>,
     key: &BarrierKey,
     business: F,
+    before_commit: impl FnOnce(&BarrierOutcome<T>),
 ) -> Result<BarrierOutcome<T>, BarrierError<E>>
 where
     DB: BarrierDatabase,
@@ -597,6 +616,7 @@ where
             }
         }
     };
+    before_commit(&outcome);
     tx.commit().await?;
     Ok(outcome)
 }
