@@ -353,9 +353,12 @@ async fn before_commit_hook_sees_every_outcome_inside_the_transaction<B: Backend
     // A failing action: no hook, nothing kept.
     assert!(call(Op::Action, INITIAL_STOCK + 1).await.is_err());
     // Null compensation, then a cancelled late action, then a duplicate undo.
-    call(Op::Compensate, 3).await.unwrap();
-    call(Op::Action, 3).await.unwrap();
-    call(Op::Compensate, 3).await.unwrap();
+    let returned = [
+        call(Op::Compensate, 3).await.unwrap(),
+        call(Op::Action, 3).await.unwrap(),
+        call(Op::Compensate, 3).await.unwrap(),
+    ];
+    assert_eq!(*seen.lock().unwrap(), returned);
     assert_eq!(
         *seen.lock().unwrap(),
         [
