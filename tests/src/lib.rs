@@ -48,6 +48,18 @@ pub use load::{LoadControl, LoadReport, par_map, run_load, submit_until_accepted
 pub use order::{Order, OrderMix};
 pub use server::{Backend, Server, ServerOptions, Storage};
 
+/// The eight fault points of the order saga's steps and undos (DESIGN.md section 7).
+pub const SUBMIT_FAULT_POINTS: [&str; 8] = [
+    "order.create",
+    "order.create_revert",
+    "stock.deduct",
+    "stock.deduct_revert",
+    "coupon.use",
+    "coupon.use_revert",
+    "payment.create",
+    "payment.create_revert",
+];
+
 /// Generates one `#[test]` per backend from scenario functions taking a [`Backend`]:
 /// `backend_tests!(crash_matrix)` defines the tests `crash_matrix::sqlite` and
 /// `crash_matrix::postgres`, each calling `crash_matrix(backend)`.

@@ -14,16 +14,7 @@ use acceptance::{
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-const POINTS: [&str; 8] = [
-    "order.create",
-    "order.create_revert",
-    "stock.deduct",
-    "stock.deduct_revert",
-    "coupon.use",
-    "coupon.use_revert",
-    "payment.create",
-    "payment.create_revert",
-];
+const POINTS: [&str; 8] = acceptance::SUBMIT_FAULT_POINTS;
 const FORWARD: [&str; 4] = [
     "order.create",
     "stock.deduct",
@@ -60,8 +51,14 @@ fn background_faults(rng: &mut impl Rng) -> Vec<String> {
     faults
 }
 
+/// Enough attempts for any one undo to outlast the faults: at most 3 errors and 2 refusals per
+/// point and process, over at most `MAX_CRASHES + 2` processes.
+const MAX_ATTEMPTS: u64 = 5 * (MAX_CRASHES as u64 + 2) + 10;
+
 fn options(rng: &mut impl Rng, crash: bool) -> ServerOptions {
-    let mut options = ServerOptions::new().retry_ms(50, 1000);
+    let mut options = ServerOptions::new()
+        .retry_ms(50, 1000)
+        .max_attempts(MAX_ATTEMPTS);
     for spec in background_faults(rng) {
         options = options.fault(spec);
     }

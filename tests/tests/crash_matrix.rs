@@ -11,16 +11,7 @@ use acceptance::{
     describe_saga, submit_until_accepted,
 };
 
-const POINTS: [&str; 8] = [
-    "order.create",
-    "order.create_revert",
-    "stock.deduct",
-    "stock.deduct_revert",
-    "coupon.use",
-    "coupon.use_revert",
-    "payment.create",
-    "payment.create_revert",
-];
+const POINTS: [&str; 8] = acceptance::SUBMIT_FAULT_POINTS;
 const KINDS: [&str; 3] = ["crash_before_commit", "crash_after_commit", "error"];
 const DEFAULT_COUPONS: [i64; 5] = [101, 102, 103, 104, 105];
 
