@@ -289,7 +289,7 @@ impl Store {
         path: impl AsRef<std::path::Path>,
         options: sqlite::SqliteOptions,
     ) -> Result<Store, StoreError> {
-        let write = sqlite::open_writer(path.as_ref(), options.durable).await?;
+        let write = sqlite::open_pool(path.as_ref(), options.durable, 1).await?;
         sqlite::migrator().run(&write).await?;
         let read =
             sqlite::open_pool(path.as_ref(), options.durable, options.readers.max(1)).await?;
@@ -343,10 +343,6 @@ impl Store {
                     }
                 }
             });
-        }
-        #[cfg(feature = "sqlite")]
-        if let Backend::Sqlite { read, .. } = &backend {
-            tokio::spawn(checkpoint_loop(read.clone(), tx.downgrade()));
         }
         Store {
             backend,
@@ -786,25 +782,6 @@ pub(crate) fn batch_results(
         }
     }
     (created, applied)
-}
-
-/// Moves the SQLite write-ahead log into the database file in the background (a passive
-/// checkpoint never blocks the writer), so that the writer's commits do not do it; ends when
-/// the store is dropped.
-#[cfg(feature = "sqlite")]
-async fn checkpoint_loop(read: sqlx::SqlitePool, writer: mpsc::WeakSender<(WriteOp, Reply)>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if writer.upgrade().is_none() {
-            break;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&read)
-            .await
-        {
-            tracing::warn!(error = %e, "checkpointing the SQLite store failed");
-        }
-    }
 }
 
 /// The group-commit writer: takes what is queued (up to `limit` writes), applies it in one

@@ -63,22 +63,6 @@ impl Default for SqliteOptions {
 /// Opens (creating if needed) a SQLite database file for a store or a participant: WAL,
 /// `synchronous=FULL` when `durable`, a 30 s busy timeout. Returns a pool of `max` connections.
 pub async fn open_pool(path: &Path, durable: bool, max: u32) -> Result<SqlitePool, StoreError> {
-    open_pool_with(path, durable, max, true).await
-}
-
-/// The store's single write connection: [`open_pool`] without automatic checkpoints, which
-/// would run inside a commit on the writer's path; the store checkpoints from a read
-/// connection in the background instead.
-pub(crate) async fn open_writer(path: &Path, durable: bool) -> Result<SqlitePool, StoreError> {
-    open_pool_with(path, durable, 1, false).await
-}
-
-async fn open_pool_with(
-    path: &Path,
-    durable: bool,
-    max: u32,
-    auto_checkpoint: bool,
-) -> Result<SqlitePool, StoreError> {
     let url = format!("sqlite://{}", path.display());
     let options = SqliteConnectOptions::from_str(&url)
         .map_err(StoreError::Database)?
@@ -90,11 +74,6 @@ async fn open_pool_with(
             SqliteSynchronous::Normal
         })
         .busy_timeout(Duration::from_secs(30));
-    let options = if auto_checkpoint {
-        options
-    } else {
-        options.pragma("wal_autocheckpoint", "0")
-    };
     SqlitePoolOptions::new()
         .max_connections(max)
         // No ping before each use: a broken connection fails its statement, which is retried,
