@@ -314,8 +314,9 @@ impl Store {
         let (tx, rx) = mpsc::channel(4096);
         let batch_limit = 256;
         let stats = Arc::new(WriterStats::default());
-        // SQLite has one writer connection; PostgreSQL commits batches on several connections
-        // at once, since each statement there is a round trip.
+        // SQLite has one writer connection. On PostgreSQL a batch is one statement, but its
+        // round trip and WAL flush leave the server idle in between: two writers overlap them
+        // (measured: one writer ~950 sagas/s, two ~1,300, three or six no better).
         let writers = match &backend {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite { .. } => 1,
