@@ -347,6 +347,37 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<bool>,
 }
 
+/// One caller of [`Engine::wait`], registered under its gid until it is dropped (also when
+/// the waiting future is cancelled).
+struct Waiter<'a> {
+    inner: &'a Inner,
+    gid: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl<'a> Waiter<'a> {
+    fn register(inner: &'a Inner, gid: &'a str) -> Self {
+        let notify = Arc::new(Notify::new());
+        if let Ok(mut w) = inner.waiters.lock() {
+            w.entry(gid.to_string()).or_default().push(notify.clone());
+        }
+        Waiter { inner, gid, notify }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.inner.waiters.lock()
+            && let Some(list) = w.get_mut(self.gid)
+        {
+            list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            if list.is_empty() {
+                w.remove(self.gid);
+            }
+        }
+    }
+}
+
 /// The saga engine. Cheap to clone; all clones drive the same instances.
 #[derive(Clone)]
 pub struct Engine {
@@ -515,20 +546,8 @@ impl Engine {
         timeout: Duration,
     ) -> Result<Option<SagaView>, EngineError> {
         let until = tokio::time::Instant::now() + timeout;
-        let notify = Arc::new(Notify::new());
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.entry(gid.to_string()).or_default().push(notify.clone());
-        }
-        let result = self.wait_on(gid, until, &notify).await;
-        if let Ok(mut w) = self.inner.waiters.lock()
-            && let Some(list) = w.get_mut(gid)
-        {
-            list.retain(|n| !Arc::ptr_eq(n, &notify));
-            if list.is_empty() {
-                w.remove(gid);
-            }
-        }
-        result
+        let waiter = Waiter::register(&self.inner, gid);
+        self.wait_on(gid, until, &waiter.notify).await
     }
 
     async fn wait_on(
