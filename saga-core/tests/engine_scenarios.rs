@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use saga_core::engine::{Engine, EngineError};
 use saga_core::machine::{SagaState, SagaStatus, StepState};
-use saga_core::store::{NewInstance, now_ms};
+use saga_core::store::{AttemptOutcome, now_ms};
 use saga_core::{Op, Retry, Saga, StepError};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -82,7 +82,7 @@ async fn normal_saga_succeeds(backend: Backend) {
     assert!(
         attempts
             .iter()
-            .all(|a| a.outcome == "succeeded" && a.fence == 1)
+            .all(|a| a.outcome == AttemptOutcome::Succeeded && a.fence == 1)
     );
     let record = engine.store().load("ok-1").await.unwrap().unwrap();
     assert_eq!(record.owner, None, "a finished saga keeps no lease");
@@ -221,9 +221,9 @@ async fn in_doubt_step_is_retried_then_succeeds(backend: Backend) {
     assert_eq!(
         recorded,
         [
-            (1, "in_doubt".into(), Some("busy 1".into())),
-            (2, "in_doubt".into(), Some("busy 2".into())),
-            (3, "succeeded".into(), None),
+            (1, AttemptOutcome::InDoubt, Some("busy 1".into())),
+            (2, AttemptOutcome::InDoubt, Some("busy 2".into())),
+            (3, AttemptOutcome::Succeeded, None),
         ]
     );
 }
@@ -855,21 +855,17 @@ async fn unknown_definition_fingerprint_is_left_untouched(backend: Backend) {
     let gid = "other-version";
     let states = vec![StepState::default(); LINEAR_V2.len()];
     let now = now_ms();
-    store
-        .insert(NewInstance {
-            gid: gid.into(),
-            saga: "linear".into(),
-            fingerprint: LinearV2::definition().fingerprint(),
-            input: json!(INPUT),
-            steps: LINEAR_V2.steps.iter().map(|s| s.name.to_string()).collect(),
-            states: states.clone(),
-            deadline_at: None,
-            owner: "crashed-engine".into(),
-            lease_until: 0,
-            now,
-        })
-        .await
-        .unwrap();
+    let steps: Vec<&str> = LINEAR_V2.steps.iter().map(|s| s.name).collect();
+    let fingerprint = LinearV2::definition().fingerprint();
+    plant_instance(
+        &db,
+        gid,
+        ("linear", &fingerprint),
+        &json!(INPUT),
+        &steps,
+        now,
+    )
+    .await;
     assert_ne!(
         LinearV2::definition().fingerprint(),
         Linear::definition().fingerprint()
@@ -955,6 +951,6 @@ async fn panicking_step_is_in_doubt_and_retried(backend: Backend) {
     assert!(
         recorded
             .iter()
-            .any(|a| a.step == "b" && a.attempt == 1 && a.outcome == "in_doubt")
+            .any(|a| a.step == "b" && a.attempt == 1 && a.outcome == AttemptOutcome::InDoubt)
     );
 }

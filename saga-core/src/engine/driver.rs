@@ -17,7 +17,7 @@ use super::registry::{AnyInput, ErasedSaga};
 use crate::definition::SagaDefinition;
 use crate::machine::{self, Command, Event, Limits, SagaState, SagaStatus, StepState};
 use crate::step::{Op, StepContext, StepError};
-use crate::store::{AttemptRecord, TransitionWrite, now_ms};
+use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite, now_ms};
 
 /// Messages from the engine to a driver.
 pub(crate) enum Control {
@@ -169,12 +169,12 @@ impl Driver {
         }
         let name = self.def.steps[r.step].name;
         let (outcome, error) = match &r.outcome {
-            Outcome::Succeeded(_) => ("succeeded", None),
-            Outcome::Failed(reason) => ("failed", Some(reason.clone())),
-            Outcome::InDoubt(error) => ("in_doubt", Some(error.clone())),
+            Outcome::Succeeded(_) => (AttemptOutcome::Succeeded, None),
+            Outcome::Failed(reason) => (AttemptOutcome::Failed, Some(reason.clone())),
+            Outcome::InDoubt(error) => (AttemptOutcome::InDoubt, Some(error.clone())),
         };
         metrics::counter!("saga_step_attempts_total", "saga" => self.def.name, "step" => name,
-            "op" => r.op.as_str(), "outcome" => outcome)
+            "op" => r.op.as_str(), "outcome" => outcome.as_str())
         .increment(1);
         metrics::histogram!("saga_step_duration_seconds", "saga" => self.def.name, "step" => name,
             "op" => r.op.as_str())
@@ -184,19 +184,19 @@ impl Driver {
                 tracing::debug!(step = name, op = %r.op, attempt = r.attempt, "call succeeded")
             }
             _ => {
-                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome, error = error.as_deref().unwrap_or(""), "call did not succeed")
+                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome = outcome.as_str(), error = error.as_deref().unwrap_or(""), "call did not succeed")
             }
         }
         self.finished_calls.push(AttemptRecord {
             gid: self.gid.clone(),
             step: name.to_string(),
-            op: r.op.as_str().to_string(),
+            op: r.op,
             attempt: i64::from(r.attempt),
             owner: self.inner.config.instance_id.clone(),
             fence: self.fence,
             started_at: r.started_at,
             finished_at: r.finished_at,
-            outcome: outcome.to_string(),
+            outcome,
             error,
         });
         Some(match (r.op, r.outcome) {

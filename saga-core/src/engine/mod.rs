@@ -117,7 +117,7 @@ pub enum EngineError {
     Conflict {
         /// The gid.
         gid: String,
-        /// `input` or `saga`.
+        /// `input`, `saga` (another saga's instance) or `definition` (another version of it).
         what: &'static str,
     },
     /// The saga type was not registered with this engine.
@@ -497,6 +497,14 @@ impl Engine {
                     reason: None,
                 })
             }
+            Inserted::Conflict { saga, .. } => Err(EngineError::Conflict {
+                gid: gid.to_string(),
+                what: if saga == def.name {
+                    "definition"
+                } else {
+                    "saga"
+                },
+            }),
             Inserted::Exists => {
                 let existing = self
                     .inner

@@ -1,0 +1,105 @@
+//! The SQLite store: a single file in WAL mode with durable commits. One connection writes
+//! (SQLite has a single writer anyway, and group commit batches several sagas' transitions per
+//! commit); several connections read.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Sqlite;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
+};
+
+use super::StoreError;
+use super::backend::{Dialect, Statements};
+
+impl Dialect for Sqlite {
+    const BACKEND_NAME: &'static str = "sqlite";
+    const SQL: Statements = Statements {
+        batch: include_str!("batch.sql"),
+        // A statement of the batch that fails leaves its BEGIN open.
+        after_failed_batch: Some("ROLLBACK"),
+        load: include_str!("load.sql"),
+        definition: include_str!("definition.sql"),
+        attempts: include_str!("attempts.sql"),
+        list_all: include_str!("list_all.sql"),
+        list_status: include_str!("list_status.sql"),
+        count_by_status: include_str!("count_by_status.sql"),
+        claim_due: include_str!("claim_due.sql"),
+        claim_own: include_str!("claim_own.sql"),
+        claim_one: include_str!("claim_one.sql"),
+        renew: include_str!("renew.sql"),
+        own_expired: include_str!("own_expired.sql"),
+        release_owner: include_str!("release_owner.sql"),
+        cleanup: [
+            include_str!("cleanup_steps.sql"),
+            include_str!("cleanup_attempts.sql"),
+            include_str!("cleanup_instances.sql"),
+        ],
+    };
+    // SQLite has one writer connection.
+    const WRITERS: usize = 1;
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// How the SQLite store opens its file.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL` (the default): every commit is on disk before it returns. Turning it
+    /// off (`NORMAL`) trades the last commits before a power loss for speed.
+    pub durable: bool,
+    /// Read connections.
+    pub readers: u32,
+}
+
+/// Read connections of a store by default: enough for the status and listing reads of a
+/// busy API beside the drivers' loads.
+const DEFAULT_READERS: u32 = 4;
+
+/// How long a connection waits for SQLite's write lock before it reports the file busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durable: true,
+            readers: DEFAULT_READERS,
+        }
+    }
+}
+
+/// Opens (creating if needed) a SQLite database file for a store or a participant: WAL,
+/// `synchronous=FULL` when `durable`, a 30 s busy timeout. Returns a pool of `max` connections.
+pub async fn open_pool(path: &Path, durable: bool, max: u32) -> Result<SqlitePool, StoreError> {
+    let url = format!("sqlite://{}", path.display());
+    let options = SqliteConnectOptions::from_str(&url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if durable {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        })
+        .busy_timeout(BUSY_TIMEOUT);
+    Ok(SqlitePoolOptions::new()
+        .max_connections(max)
+        // No ping before each use: a broken connection fails its statement, which is retried,
+        // and a round trip saved on every acquire is most of a short statement's cost.
+        .test_before_acquire(false)
+        .min_connections(1)
+        .connect_with(options)
+        .await?)
+}
+
+/// The store's embedded migrations, recorded in the library's own `_saga_migrations` table.
+pub(crate) fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/store/sqlite");
+    migrator.dangerous_set_table_name("_saga_migrations");
+    migrator
+}
