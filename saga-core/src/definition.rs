@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 /// The three step kinds of the compensatable / pivot / retriable classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepKind {
-    /// May fail with a business failure; undone on rollback by its compensation.
+    /// May fail with a business failure; compensated when the saga turns to compensation.
     Compensatable,
     /// The go/no-go step. May fail with a business failure; never undone. Once it succeeds the
     /// saga can only go forward.
@@ -41,7 +41,7 @@ impl fmt::Display for StepKind {
 /// Per-step overrides of the engine's retry policy. `None` keeps the engine default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetryOverride {
-    /// Calls allowed before the step gives up (a retriable step or an undo then parks the saga
+    /// Calls allowed before the step gives up (a retriable step or a compensation then parks the saga
     /// as `stuck`; a forward step before the pivot turns the saga to compensation).
     pub max_attempts: Option<u32>,
     /// First backoff delay in milliseconds.
@@ -213,7 +213,7 @@ impl SagaDefinition {
         let mut out = String::from("flowchart LR\n");
         for (i, step) in self.steps.iter().enumerate() {
             let label = match step.compensation {
-                Some(c) => format!("{}<br/>undo: {}", step.name, c),
+                Some(c) => format!("{}<br/>compensate: {}", step.name, c),
                 None => format!("{}<br/>{}", step.name, step.kind),
             };
             out.push_str(&format!("    s{i}[\"{label}\"]\n"));

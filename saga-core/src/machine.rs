@@ -33,7 +33,7 @@ pub enum SagaStatus {
     Succeeded,
     /// Every step that may have started was undone. Terminal.
     Compensated,
-    /// An undo, a pivot or a retriable step used up its attempt budget; parked for an operator.
+    /// A compensation, a pivot or a retriable step used up its attempt budget; parked for an operator.
     Stuck,
 }
 
@@ -92,9 +92,9 @@ pub enum StepStatus {
     Succeeded,
     /// The action reported a business failure.
     Failed,
-    /// The undo ran (a null compensation counts).
+    /// The compensation ran (a null compensation counts).
     Compensated,
-    /// Never started, so nothing to undo.
+    /// Never started, so nothing to compensate.
     Skipped,
 }
 
@@ -135,8 +135,8 @@ impl fmt::Display for StepStatus {
 pub enum Phase {
     /// Running the actions.
     Forward,
-    /// Running the undos.
-    Backward,
+    /// Running the compensations.
+    Compensating,
 }
 
 impl Phase {
@@ -144,7 +144,7 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Forward => "forward",
-            Phase::Backward => "backward",
+            Phase::Compensating => "compensating",
         }
     }
 
@@ -152,7 +152,7 @@ impl Phase {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "forward" => Some(Phase::Forward),
-            "backward" => Some(Phase::Backward),
+            "compensating" => Some(Phase::Compensating),
             _ => None,
         }
     }
@@ -165,7 +165,7 @@ pub struct StepState {
     pub status: StepStatus,
     /// Calls of the action so far.
     pub attempts: u32,
-    /// Calls of the undo so far.
+    /// Calls of the compensation so far.
     pub compensate_attempts: u32,
     /// `attempts` when the current attempt budget began (an operator's retry starts a new one).
     pub attempts_base: u32,
@@ -200,11 +200,11 @@ impl Default for StepState {
 pub struct SagaState {
     /// Saga status.
     pub status: SagaStatus,
-    /// Forward or backward.
+    /// Forward or compensating.
     pub phase: Phase,
     /// Why the saga was compensated or is stuck.
     pub reason: Option<String>,
-    /// Why compensation began, kept while the saga is stuck so that a resumed rollback ends
+    /// Why compensation began, kept while the saga is stuck so that a resumed compensation ends
     /// with it as its reason.
     pub cause: Option<String>,
     /// One entry per step of the definition.
@@ -227,7 +227,7 @@ impl SagaState {
 /// Attempt budgets, from the engine's configuration and the step's own overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Calls an undo, a pivot or a retriable step may take before the saga is parked as
+    /// Calls a compensation, a pivot or a retriable step may take before the saga is parked as
     /// `stuck` (a step's `retry(max_attempts)` overrides it).
     pub max_attempts: u32,
 }
@@ -265,12 +265,12 @@ pub enum Event {
         /// What was seen.
         error: String,
     },
-    /// The undo of `step` succeeded.
+    /// The compensation of `step` succeeded.
     CompensationSucceeded {
         /// Step index.
         step: usize,
     },
-    /// The undo of `step` asked to be retried or ended in doubt.
+    /// The compensation of `step` asked to be retried or ended in doubt.
     CompensationInDoubt {
         /// Step index.
         step: usize,
@@ -301,7 +301,7 @@ pub enum Command {
         /// backoff delay first.
         backoff: u32,
     },
-    /// Call the undo of `step`.
+    /// Call the compensation of `step`.
     RunCompensation {
         /// Step index.
         step: usize,
@@ -371,7 +371,9 @@ pub fn past_point_of_no_return(def: &SagaDefinition, state: &SagaState) -> bool 
 pub fn can_compensate(def: &SagaDefinition, state: &SagaState) -> bool {
     match state.status {
         SagaStatus::Running | SagaStatus::Compensating => !past_point_of_no_return(def, state),
-        SagaStatus::Stuck => state.phase == Phase::Backward || !past_point_of_no_return(def, state),
+        SagaStatus::Stuck => {
+            state.phase == Phase::Compensating || !past_point_of_no_return(def, state)
+        }
         SagaStatus::Succeeded | SagaStatus::Compensated => false,
     }
 }
@@ -442,7 +444,7 @@ pub fn transition(
             }
         }
         Event::CompensationSucceeded { step } => {
-            if next.phase == Phase::Backward
+            if next.phase == Phase::Compensating
                 && next.status == SagaStatus::Compensating
                 && next.steps[step].in_flight
             {
@@ -453,7 +455,7 @@ pub fn transition(
             }
         }
         Event::CompensationInDoubt { step, error } => {
-            if next.phase == Phase::Backward
+            if next.phase == Phase::Compensating
                 && next.status == SagaStatus::Compensating
                 && next.steps[step].in_flight
             {
@@ -496,7 +498,7 @@ pub fn transition(
                         }
                         turn_to_compensation(def, &mut next, reason, &mut commands);
                     }
-                    Phase::Backward => {
+                    Phase::Compensating => {
                         if next.status == SagaStatus::Stuck {
                             resume(def, &mut next, &mut commands);
                         }
@@ -583,11 +585,11 @@ fn park(
 fn resume(def: &SagaDefinition, state: &mut SagaState, commands: &mut Vec<Command>) {
     state.status = match state.phase {
         Phase::Forward => SagaStatus::Running,
-        Phase::Backward => SagaStatus::Compensating,
+        Phase::Compensating => SagaStatus::Compensating,
     };
     state.reason = match state.phase {
         Phase::Forward => None,
-        Phase::Backward => state.cause.clone(),
+        Phase::Compensating => state.cause.clone(),
     };
     for s in &mut state.steps {
         s.attempts_base = s.attempts;
@@ -614,7 +616,7 @@ fn turn_to_compensation(
         }
     }
     state.status = SagaStatus::Compensating;
-    state.phase = Phase::Backward;
+    state.phase = Phase::Compensating;
     state.reason = Some(reason.clone());
     state.cause = Some(reason);
     if had_in_flight {
@@ -623,8 +625,8 @@ fn turn_to_compensation(
     dispatch(def, state, commands);
 }
 
-/// Whether `step` still needs its undo during compensation.
-fn needs_undo(def: &SagaDefinition, state: &SagaState, step: usize) -> bool {
+/// Whether `step` still needs its compensation.
+fn needs_compensation(def: &SagaDefinition, state: &SagaState, step: usize) -> bool {
     def.steps[step].kind == StepKind::Compensatable
         && matches!(
             state.steps[step].status,
@@ -661,8 +663,8 @@ fn dispatch(def: &SagaDefinition, state: &mut SagaState, commands: &mut Vec<Comm
                 }
             }
         }
-        Phase::Backward => {
-            if (0..def.len()).all(|i| !needs_undo(def, state, i)) {
+        Phase::Compensating => {
+            if (0..def.len()).all(|i| !needs_compensation(def, state, i)) {
                 for (i, s) in state.steps.iter_mut().enumerate() {
                     if s.status == StepStatus::Pending
                         || (s.status == StepStatus::Succeeded
@@ -676,16 +678,16 @@ fn dispatch(def: &SagaDefinition, state: &mut SagaState, commands: &mut Vec<Comm
                 return;
             }
             for i in (0..def.len()).rev() {
-                if !needs_undo(def, state, i) || state.steps[i].in_flight {
+                if !needs_compensation(def, state, i) || state.steps[i].in_flight {
                     continue;
                 }
-                // Undo a step only after every step that depends on it is undone or skipped.
+                // Compensate a step only after every step that depends on it is compensated or skipped.
                 let dependents_clear = def
                     .steps
                     .iter()
                     .enumerate()
                     .filter(|(_, d)| d.after.contains(&i))
-                    .all(|(j, _)| !needs_undo(def, state, j));
+                    .all(|(j, _)| !needs_compensation(def, state, j));
                 if dependents_clear {
                     let s = &mut state.steps[i];
                     s.compensate_attempts += 1;

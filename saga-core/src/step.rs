@@ -82,7 +82,7 @@ impl From<Retry> for StepError {
 pub enum Op {
     /// The step's forward action.
     Action,
-    /// The step's undo.
+    /// The step's compensation.
     Compensate,
 }
 

@@ -406,7 +406,7 @@ fn check_terminal(def: &SagaDefinition, run: &Run) -> Result<(), TestCaseError> 
             }
         }
         SagaStatus::Compensated => {
-            prop_assert_eq!(last.phase, Phase::Backward);
+            prop_assert_eq!(last.phase, Phase::Compensating);
             for (i, s) in last.steps.iter().enumerate() {
                 let ok = match def.steps[i].kind {
                     StepKind::Compensatable => {
@@ -561,7 +561,7 @@ fn check_forward_only_past_pivot(def: &SagaDefinition, run: &Run) -> Result<(), 
         if committed {
             prop_assert!(
                 before.phase == Phase::Forward && after.phase == Phase::Forward,
-                "entry {}: turned backward past the point of no return",
+                "entry {}: turned to compensation past the point of no return",
                 t
             );
         }
@@ -662,7 +662,7 @@ fn check_dispatch_only_when_ready(def: &SagaDefinition, run: &Run) -> Result<(),
 /// Property 5: no call is issued for a step that already has one outstanding (a crash drops
 /// them all), `in_flight` marks exactly the steps with an outstanding call, a running or
 /// compensating saga always has a call to wait on, actions are issued only forward and undos
-/// only backward, and calls are numbered consecutively over a step's life.
+/// only toward compensation, and calls are numbered consecutively over a step's life.
 fn check_no_double_dispatch(run: &Run) -> Result<(), TestCaseError> {
     // (step, is_action)
     let mut outstanding: BTreeSet<(usize, bool)> = BTreeSet::new();
@@ -699,7 +699,7 @@ fn check_no_double_dispatch(run: &Run) -> Result<(), TestCaseError> {
                     let expected_phase = if is_action {
                         Phase::Forward
                     } else {
-                        Phase::Backward
+                        Phase::Compensating
                     };
                     prop_assert_eq!(after.phase, expected_phase, "entry {}: {:?}", t, c);
                     let calls = if is_action {
@@ -1265,7 +1265,7 @@ fn stuck_compensation_resumes_with_a_fresh_budget_on_retry() {
         vec![Command::AbandonActions, Command::Finish]
     );
     assert_eq!(d.state.status, SagaStatus::Stuck);
-    assert_eq!(d.state.phase, Phase::Backward);
+    assert_eq!(d.state.phase, Phase::Compensating);
     let reason = d.state.reason.clone().unwrap();
     assert!(reason.contains("stock_deduct"), "{reason}");
     assert!(reason.contains("stock service down"), "{reason}");
@@ -1405,10 +1405,10 @@ fn simulated_runs_cover_every_path() {
             if after.status == SagaStatus::Stuck && before.status != SagaStatus::Stuck {
                 hit(match after.phase {
                     Phase::Forward => "stuck forward",
-                    Phase::Backward => "stuck backward",
+                    Phase::Compensating => "stuck compensating",
                 });
             }
-            if before.phase == Phase::Forward && after.phase == Phase::Backward {
+            if before.phase == Phase::Forward && after.phase == Phase::Compensating {
                 hit(match event {
                     Event::DeadlinePassed => "deadline compensates",
                     Event::CompensateRequested { .. } => "operator compensates",
@@ -1438,7 +1438,7 @@ fn simulated_runs_cover_every_path() {
         "join",
         "crash",
         "stuck forward",
-        "stuck backward",
+        "stuck compensating",
         "deadline compensates",
         "operator compensates",
         "pivot fails",
