@@ -29,6 +29,9 @@ const PERSIST_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 /// delays above about 70 s, enough to ride out a database restart or failover.
 const PERSIST_TRIES: u32 = 40;
 
+/// Call durations are measured in ms and reported in seconds, as Prometheus expects.
+const MS_PER_SECOND: f64 = 1000.0;
+
 /// Most doublings of the backoff delay: keeps `1 << n` well inside `u64` (the product
 /// saturates anyway, and any real cap is reached long before).
 const MAX_BACKOFF_DOUBLINGS: u32 = 30;
@@ -192,13 +195,14 @@ impl Driver {
         .increment(1);
         metrics::histogram!("saga_step_duration_seconds", "saga" => self.def.name, "step" => name,
             "op" => r.op.as_str())
-        .record((r.finished_at - r.started_at) as f64 / 1000.0);
+        .record((r.finished_at - r.started_at) as f64 / MS_PER_SECOND);
         match &r.outcome {
             Outcome::Succeeded(_) => {
                 tracing::debug!(step = name, op = %r.op, attempt = r.attempt, "call succeeded")
             }
             _ => {
-                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome, error = error.as_deref().unwrap_or(""), "call did not succeed")
+                let error = error.as_deref().unwrap_or("");
+                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome, error, "call did not succeed")
             }
         }
         let record = self.attempt_record(&r, outcome, error);
