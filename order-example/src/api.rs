@@ -75,9 +75,9 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match &e {
-            EngineError::Conflict { .. } | EngineError::Refused(_) => {
-                ApiError::conflict(e.to_string())
-            }
+            EngineError::Conflict { .. }
+            | EngineError::Finished { .. }
+            | EngineError::PastPivot { .. } => ApiError::conflict(e.to_string()),
             EngineError::NotFound(_) => ApiError::not_found(e.to_string()),
             EngineError::InvalidGid(_) | EngineError::Input(_) => ApiError::invalid(e.to_string()),
             EngineError::ShuttingDown | EngineError::Store(_) => {
@@ -435,7 +435,7 @@ pub fn saga_json(v: &SagaView) -> Value {
         "reason": v.reason,
         "steps": v.steps.iter().map(|s| json!({
             "name": s.name,
-            "status": s.status,
+            "status": s.status.as_str(),
             "attempts": s.attempts,
             "compensate_attempts": s.compensate_attempts,
             "last_error": s.last_error,

@@ -124,7 +124,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let instance_id = args
+    let engine_id = args
         .instance_id
         .clone()
         .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
@@ -134,7 +134,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("building the HTTP client")?;
     let steps = HttpSteps::new(http, &format!("http://{addr}"));
     let config = EngineConfig {
-        instance_id,
+        engine_id,
         lease: Duration::from_millis(args.lease_ms.max(100)),
         retry_initial: Duration::from_millis(args.retry_initial_ms.max(1)),
         retry_max: Duration::from_millis(args.retry_max_ms.max(args.retry_initial_ms.max(1))),
@@ -165,7 +165,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         participants,
     );
     println!("listening on http://{addr}");
-    tracing::info!(%addr, instance = engine.config().instance_id, "serving");
+    tracing::info!(%addr, instance = engine.config().engine_id, "serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -179,7 +179,7 @@ mod worker {
             other => return Err(format!("unknown backend `{other}`").into()),
         };
         let config = EngineConfig {
-            instance_id: instance_id.clone(),
+            engine_id: instance_id.clone(),
             poll_interval: Duration::from_millis(50),
             lease: Duration::from_millis(600),
             retry_initial: Duration::from_millis(10),

@@ -16,7 +16,14 @@ pub mod store;
 #[cfg(feature = "runtime")]
 pub use barrier::{Barrier, BarrierError, BarrierOutcome};
 pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinition, StepKind};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use engine::{
+    Engine, EngineBuilder, EngineConfig, EngineError, MAX_GID_LEN, SagaView, StepView, Submitted,
+};
+pub use machine::{SagaStatus, StepStatus};
 pub use step::{BoxFuture, Op, Retry, Saga, SagaSteps, StepContext, StepError};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::{Store, StoreError};
 
 #[cfg(feature = "derive")]
 pub use saga_derive::Saga;
@@ -24,9 +31,26 @@ pub use saga_derive::Saga;
 #[doc(hidden)]
 pub mod __private {
     //! Items used by code that `#[derive(Saga)]` generates. Not a public API.
-    pub use crate::step::{decode_output, encode_output};
     pub use serde_json::Value;
     pub use std::boxed::Box;
     pub use std::option::Option;
     pub use std::result::Result;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use crate::step::{RawActionResult, StepError};
+
+    /// Encodes a step output for persistence; an output that cannot be encoded is an in-doubt
+    /// outcome.
+    pub fn encode_output<T: Serialize>(value: &T) -> RawActionResult {
+        serde_json::to_value(value)
+            .map_err(|e| StepError::Retry(format!("cannot encode output: {e}")))
+    }
+
+    /// Decodes a persisted step output for a compensation; a stored value that no longer
+    /// decodes is treated like a lost output.
+    pub fn decode_output<T: DeserializeOwned>(value: Option<Value>) -> Option<T> {
+        value.and_then(|v| serde_json::from_value(v).ok())
+    }
 }

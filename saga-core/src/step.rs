@@ -145,17 +145,6 @@ impl StepContext {
 /// The raw result of an action, with its output as JSON.
 pub type RawActionResult = Result<serde_json::Value, StepError>;
 
-/// Encodes a step output for persistence; an output that cannot be encoded is an in-doubt outcome.
-pub fn encode_output<T: Serialize>(value: &T) -> RawActionResult {
-    serde_json::to_value(value).map_err(|e| StepError::Retry(format!("cannot encode output: {e}")))
-}
-
-/// Decodes a persisted step output for a compensation; a stored value that no longer decodes is
-/// treated like a lost output.
-pub fn decode_output<T: DeserializeOwned>(value: Option<serde_json::Value>) -> Option<T> {
-    value.and_then(|v| serde_json::from_value(v).ok())
-}
-
 /// A saga type: an enum with `#[derive(Saga)]`.
 pub trait Saga: Send + Sync + 'static {
     /// The saga's input, persisted as JSON with the instance and handed to every step.

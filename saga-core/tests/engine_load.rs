@@ -8,9 +8,7 @@ mod engine_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use saga_core::StepError;
-use saga_core::engine::Engine;
-use saga_core::machine::SagaStatus;
+use saga_core::{Engine, SagaStatus, StepError};
 
 use engine_support::*;
 

@@ -1,7 +1,7 @@
 //! Crash recovery and fencing (DESIGN.md sections 4 and 5), on SQLite and PostgreSQL.
 //!
 //! - An engine's whole runtime is dropped while its sagas sit at every step boundary; a new
-//!   engine with the same instance id finishes them, each side effect applied once.
+//!   engine with the same engine id finishes them, each side effect applied once.
 //! - A separate engine process (`examples/crash_worker.rs`) is SIGKILLed mid-run, twice; a new
 //!   process finishes its sagas, each side effect applied once.
 //! - An engine frozen past its lease loses the saga to another engine; its late write changes
@@ -17,16 +17,13 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use saga_core::Op;
-use saga_core::StepError;
-use saga_core::engine::Engine;
-use saga_core::machine::SagaStatus;
+use saga_core::{Engine, Op, SagaStatus, StepError};
 use serde_json::json;
 
 use engine_support::*;
 
 on_both_stores_sync!(
-    dropped_runtime_at_every_step_boundary_is_recovered_by_the_same_instance_id,
+    dropped_runtime_at_every_step_boundary_is_recovered_by_the_same_engine_id,
     killed_engine_process_leaves_sagas_that_a_new_process_finishes_once,
     stale_engine_write_after_a_takeover_changes_nothing,
 );
@@ -146,7 +143,7 @@ async fn block_or_apply(
     Ok(())
 }
 
-fn dropped_runtime_at_every_step_boundary_is_recovered_by_the_same_instance_id(backend: Backend) {
+fn dropped_runtime_at_every_step_boundary_is_recovered_by_the_same_engine_id(backend: Backend) {
     let db = Db::new(backend);
     let cases = crash_cases();
     let (reached_tx, reached_rx) = std_mpsc::channel();
@@ -261,7 +258,7 @@ fn crash_worker() -> PathBuf {
 
 const KILL_SAGAS: usize = 30;
 
-fn spawn_worker(db: &Db, instance_id: &str, step_ms: u64) -> Child {
+fn spawn_worker(db: &Db, engine_id: &str, step_ms: u64) -> Child {
     let backend = match db.backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
@@ -270,7 +267,7 @@ fn spawn_worker(db: &Db, instance_id: &str, step_ms: u64) -> Child {
         .args([
             backend,
             &db.location(),
-            instance_id,
+            engine_id,
             &KILL_SAGAS.to_string(),
             &step_ms.to_string(),
         ])
@@ -317,7 +314,7 @@ fn killed_engine_process_leaves_sagas_that_a_new_process_finishes_once(backend: 
         "the first kill came too late ({seen} effects seen)"
     );
 
-    // Another instance id: it takes the sagas over once the dead worker's leases expire.
+    // Another engine id: it takes the sagas over once the dead worker's leases expire.
     let second = spawn_worker(&db, "worker-2", 150);
     wait_for_effects(&rt, &effects, after_first + 20);
     sigkill(second);

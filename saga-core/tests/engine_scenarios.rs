@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use saga_core::engine::{Engine, EngineError};
-use saga_core::machine::{SagaState, SagaStatus, StepState};
+use saga_core::machine::{SagaState, StepState};
 use saga_core::store::{AttemptOutcome, now_ms};
-use saga_core::{Op, Retry, Saga, StepError};
+use saga_core::{
+    DefinitionError, Engine, EngineError, Op, Retry, Saga, SagaStatus, StepError, StepStatus,
+};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -38,6 +39,8 @@ on_both_stores!(
     operator_compensate_after_the_pivot_is_refused,
     unknown_definition_fingerprint_is_left_untouched,
     panicking_step_is_in_doubt_and_retried,
+    invalid_definition_is_refused_when_the_engine_is_built,
+    invalid_gid_is_refused_before_anything_is_stored,
 );
 
 const INPUT: &str = "order";
@@ -288,7 +291,7 @@ async fn failing_compensation_is_retried_until_it_succeeds(backend: Backend) {
 
     assert_status(&view, SagaStatus::Compensated);
     assert_eq!(view.reason.as_deref(), Some("c: declined"));
-    assert_eq!(view.steps[0].status, "compensated");
+    assert_eq!(view.steps[0].status, StepStatus::Compensated);
     assert_eq!(view.steps[0].compensate_attempts, 3);
     assert_eq!(view.steps[0].attempts, 1);
     assert_eq!(view.steps[0].last_error.as_deref(), Some("undo busy 2"));
@@ -606,7 +609,7 @@ async fn retriable_step_out_of_attempts_is_stuck_until_an_operator_retries(backe
     assert!(reason.contains('d') && reason.starts_with("d "), "{reason}");
     assert!(reason.contains("ledger offline"), "{reason}");
     assert_eq!(view.steps[3].attempts, 3);
-    assert_eq!(view.steps[3].status, "pending");
+    assert_eq!(view.steps[3].status, StepStatus::Pending);
     assert_eq!(h.count("stuck-d", "d", Op::Action), 3);
     let stuck = engine.list(Some(SagaStatus::Stuck), 10).await.unwrap();
     assert_eq!(stuck.len(), 1);
@@ -616,7 +619,7 @@ async fn retriable_step_out_of_attempts_is_stuck_until_an_operator_retries(backe
     assert_eq!(h.count("stuck-d", "d", Op::Action), 3);
     assert!(matches!(
         engine.compensate("stuck-d").await,
-        Err(EngineError::Refused(_))
+        Err(EngineError::PastPivot { gid }) if gid == "stuck-d"
     ));
 
     healthy.store(true, Ordering::SeqCst);
@@ -789,11 +792,17 @@ async fn operator_compensate_before_the_pivot_rolls_back(backend: Backend) {
 
     assert!(matches!(
         engine.compensate("op-comp").await,
-        Err(EngineError::Refused(_))
+        Err(EngineError::Finished {
+            status: SagaStatus::Compensated,
+            ..
+        })
     ));
     assert!(matches!(
         engine.retry("op-comp").await,
-        Err(EngineError::Refused(_))
+        Err(EngineError::Finished {
+            status: SagaStatus::Compensated,
+            ..
+        })
     ));
     assert!(matches!(
         engine.compensate("no-such-gid").await,
@@ -833,7 +842,7 @@ async fn operator_compensate_after_the_pivot_is_refused(backend: Backend) {
     assert!(view.past_pivot);
 
     match engine.compensate("op-late").await {
-        Err(EngineError::Refused(why)) => assert!(why.contains("pivot"), "{why}"),
+        Err(e @ EngineError::PastPivot { .. }) => assert!(e.to_string().contains("pivot"), "{e}"),
         other => panic!("compensate after the pivot must be refused, got {other:?}"),
     }
     release.notify_one();
@@ -841,7 +850,7 @@ async fn operator_compensate_after_the_pivot_is_refused(backend: Backend) {
     assert_status(&view, SagaStatus::Succeeded);
     assert!(h.calls_of("op-late", Op::Compensate).is_empty());
     match engine.compensate("op-late").await {
-        Err(EngineError::Refused(why)) => assert!(why.contains("finished"), "{why}"),
+        Err(e @ EngineError::Finished { .. }) => assert!(e.to_string().contains("finished"), "{e}"),
         other => panic!("compensate of a finished saga must be refused, got {other:?}"),
     }
 }
@@ -953,4 +962,52 @@ async fn panicking_step_is_in_doubt_and_retried(backend: Backend) {
             .iter()
             .any(|a| a.step == "b" && a.attempt == 1 && a.outcome == AttemptOutcome::InDoubt)
     );
+}
+
+async fn invalid_definition_is_refused_when_the_engine_is_built(backend: Backend) {
+    let db = Db::new(backend);
+    let built = Engine::builder(db.store().await)
+        .config(config("e1"))
+        .register::<Linear, _>(Harness::ok())
+        .register::<Broken, _>(Harness::ok())
+        .build()
+        .await;
+    let Err(e) = built else {
+        panic!("an engine with a definition of two pivots must not start");
+    };
+    assert!(
+        matches!(
+            &e,
+            EngineError::InvalidDefinition {
+                saga: "broken",
+                problem: DefinitionError::SecondPivot("q"),
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "saga `broken` has an invalid definition: step `q` is a second pivot; a saga has at most one"
+    );
+    let source = std::error::Error::source(&e).expect("the definition error is the source");
+    assert!(source.downcast_ref::<DefinitionError>().is_some());
+}
+
+async fn invalid_gid_is_refused_before_anything_is_stored(backend: Backend) {
+    let db = Db::new(backend);
+    let h = Harness::ok();
+    let engine = engine(db.store().await, config("e1"), &h).await;
+
+    let too_long = "g".repeat(saga_core::MAX_GID_LEN + 1);
+    for gid in ["", "order 1", "order/1", too_long.as_str()] {
+        assert!(
+            matches!(
+                engine.submit::<Linear>(gid, &INPUT.into()).await,
+                Err(EngineError::InvalidGid(_))
+            ),
+            "{gid:?}"
+        );
+    }
+    assert!(engine.list(None, 10).await.unwrap().is_empty());
+    assert!(h.all().is_empty());
 }

@@ -14,8 +14,8 @@ use acceptance::{
     run_load,
 };
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
 
 const POINTS: [&str; 8] = acceptance::SUBMIT_FAULT_POINTS;
 const FORWARD: [&str; 4] = [
@@ -88,7 +88,10 @@ fn chaos_soak(backend: Backend, default_orders: usize) {
         .ok()
         .map(|s| s.parse().expect("SOAK_SEED is a number"))
         .unwrap_or_else(rand::random::<u64>);
-    println!("chaos {}: seed {seed} (SOAK_SEED={seed} replays it)", backend.name());
+    println!(
+        "chaos {}: seed {seed} (SOAK_SEED={seed} replays it)",
+        backend.name()
+    );
     let mut rng = StdRng::seed_from_u64(seed);
     let mut server = Server::start(&storage, options(&mut rng, true));
     let coupons: Vec<i64> = (101..=105).chain(201..=300).collect();

@@ -100,7 +100,7 @@ pub async fn run(
 ) -> anyhow::Result<Coordinator> {
     let store = open_store(data).await.context("opening the saga store")?;
     let engine = Engine::builder(store)
-        .instance_id(format!("{prefix}-coordinator"))
+        .engine_id(format!("{prefix}-coordinator"))
         .register::<NoopOrder, _>(NoopSteps)
         .build()
         .await

@@ -19,6 +19,23 @@ use crate::machine::{self, Command, Event, Limits, SagaState, SagaStatus, StepSt
 use crate::step::{Op, StepContext, StepError};
 use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite, now_ms};
 
+/// First wait before a failed store write is tried again.
+const PERSIST_RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
+
+/// Cap of the doubling wait between tries of a failed store write.
+const PERSIST_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Tries of one store write before the driver gives the saga up to be claimed again: with the
+/// delays above about 70 s, enough to ride out a database restart or failover.
+const PERSIST_TRIES: u32 = 40;
+
+/// Call durations are measured in ms and reported in seconds, as Prometheus expects.
+const MS_PER_SECOND: f64 = 1000.0;
+
+/// Most doublings of the backoff delay: keeps `1 << n` well inside `u64` (the product
+/// saturates anyway, and any real cap is reached long before).
+const MAX_BACKOFF_DOUBLINGS: u32 = 30;
+
 /// Messages from the engine to a driver.
 pub(crate) enum Control {
     /// An operator's event.
@@ -178,27 +195,18 @@ impl Driver {
         .increment(1);
         metrics::histogram!("saga_step_duration_seconds", "saga" => self.def.name, "step" => name,
             "op" => r.op.as_str())
-        .record((r.finished_at - r.started_at) as f64 / 1000.0);
+        .record((r.finished_at - r.started_at) as f64 / MS_PER_SECOND);
         match &r.outcome {
             Outcome::Succeeded(_) => {
                 tracing::debug!(step = name, op = %r.op, attempt = r.attempt, "call succeeded")
             }
             _ => {
-                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome = outcome.as_str(), error = error.as_deref().unwrap_or(""), "call did not succeed")
+                let error = error.as_deref().unwrap_or("");
+                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome = outcome.as_str(), error, "call did not succeed")
             }
         }
-        self.finished_calls.push(AttemptRecord {
-            gid: self.gid.clone(),
-            step: name.to_string(),
-            op: r.op,
-            attempt: i64::from(r.attempt),
-            owner: self.inner.config.instance_id.clone(),
-            fence: self.fence,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            outcome,
-            error,
-        });
+        let record = self.attempt_record(&r, outcome, error);
+        self.finished_calls.push(record);
         Some(match (r.op, r.outcome) {
             (Op::Action, Outcome::Succeeded(output)) => Event::ActionSucceeded {
                 step: r.step,
@@ -222,6 +230,28 @@ impl Driver {
                 }
             }
         })
+    }
+
+    /// The store's record of one finished call, written with the next transition. The one place
+    /// the driver builds an [`AttemptRecord`].
+    fn attempt_record(
+        &self,
+        r: &CallResult,
+        outcome: AttemptOutcome,
+        error: Option<String>,
+    ) -> AttemptRecord {
+        AttemptRecord {
+            gid: self.gid.clone(),
+            step: self.def.steps[r.step].name.to_string(),
+            op: r.op,
+            attempt: i64::from(r.attempt),
+            owner: self.inner.config.engine_id.clone(),
+            fence: self.fence,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome,
+            error,
+        }
     }
 
     /// Applies an event: transition, persist, then carry out the commands.
@@ -289,8 +319,8 @@ impl Driver {
     /// Writes under the fence. Retries database errors for a while; `false` when the fence is
     /// stale (another engine owns the saga) or the store stays unavailable.
     async fn persist(&mut self, write: TransitionWrite) -> bool {
-        let mut wait = Duration::from_millis(50);
-        for _ in 0..40 {
+        let mut wait = PERSIST_RETRY_FIRST_DELAY;
+        for _ in 0..PERSIST_TRIES {
             match self.inner.store.write(write.clone()).await {
                 Ok(true) => return true,
                 Ok(false) => {
@@ -301,7 +331,7 @@ impl Driver {
                 Err(e) => {
                     tracing::warn!(error = %e, "persisting a transition failed; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
+                    wait = (wait * 2).min(PERSIST_RETRY_MAX_DELAY);
                 }
             }
         }
@@ -357,7 +387,9 @@ impl Driver {
         let max = retry
             .max_ms
             .unwrap_or(self.inner.config.retry_max.as_millis() as u64);
-        let exp = initial.saturating_mul(1u64 << (n - 1).min(30)).min(max);
+        let exp = initial
+            .saturating_mul(1u64 << (n - 1).min(MAX_BACKOFF_DOUBLINGS))
+            .min(max);
         let half = exp / 2;
         let jitter = if half > 0 {
             rand::rng().random_range(0..=half)

@@ -16,7 +16,8 @@ pub(crate) type AnyInput = Arc<dyn Any + Send + Sync>;
 pub(crate) trait ErasedSaga: Send + Sync {
     fn definition(&self) -> &'static SagaDefinition;
     fn fingerprint(&self) -> &str;
-    fn decode_input(&self, input: &Value) -> Result<AnyInput, String>;
+    /// Decodes a persisted input as the saga's input type.
+    fn decode_input(&self, input: &Value) -> Result<AnyInput, serde_json::Error>;
     fn run_action(
         &self,
         step: usize,
@@ -57,10 +58,8 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Registered<S, H> 
         &self.fingerprint
     }
 
-    fn decode_input(&self, input: &Value) -> Result<AnyInput, String> {
-        serde_json::from_value::<S::Input>(input.clone())
-            .map(|i| Arc::new(i) as AnyInput)
-            .map_err(|e| format!("input does not decode as the saga's input type: {e}"))
+    fn decode_input(&self, input: &Value) -> Result<AnyInput, serde_json::Error> {
+        serde_json::from_value::<S::Input>(input.clone()).map(|i| Arc::new(i) as AnyInput)
     }
 
     fn run_action(

@@ -14,14 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use saga_core::barrier::{self, Barrier, BarrierError, BarrierOutcome};
-use saga_core::engine::{Engine, EngineConfig, SagaView};
-use saga_core::machine::SagaStatus;
 use saga_core::step::RawActionResult;
-use saga_core::store::Store;
 use saga_core::store::sqlite::SqliteOptions;
 use saga_core::{
-    BoxFuture, Op, Retry, RetryOverride, Saga, SagaDefinition, SagaSteps, StepContext,
-    StepDefinition, StepError, StepKind,
+    BoxFuture, Engine, EngineConfig, Op, Retry, RetryOverride, Saga, SagaDefinition, SagaStatus,
+    SagaSteps, SagaView, StepContext, StepDefinition, StepError, StepKind, Store,
 };
 use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
@@ -313,9 +310,9 @@ pub fn effects_list(items: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Short timings so the whole suite runs in seconds. No saga deadline unless a test sets one.
-pub fn config(instance_id: &str) -> EngineConfig {
+pub fn config(engine_id: &str) -> EngineConfig {
     EngineConfig {
-        instance_id: instance_id.to_string(),
+        engine_id: engine_id.to_string(),
         poll_interval: Duration::from_millis(50),
         lease: Duration::from_millis(1000),
         retry_initial: Duration::from_millis(10),
@@ -437,9 +434,22 @@ pub static FORK: SagaDefinition = SagaDefinition {
     steps: &FORK_STEPS,
 };
 
+static BROKEN_STEPS: [StepDefinition; 2] = [
+    step("p", StepKind::Pivot, &[]),
+    step("q", StepKind::Pivot, &[0]),
+];
+
+/// Two pivots: a hand-written definition that breaks a rule of `SagaDefinition::validate`.
+pub static BROKEN: SagaDefinition = SagaDefinition {
+    name: "broken",
+    version: 1,
+    steps: &BROKEN_STEPS,
+};
+
 pub struct Linear;
 pub struct LinearV2;
 pub struct Fork;
+pub struct Broken;
 
 macro_rules! scripted_saga {
     ($ty:ident, $def:ident) => {
@@ -476,6 +486,7 @@ macro_rules! scripted_saga {
 scripted_saga!(Linear, LINEAR);
 scripted_saga!(LinearV2, LINEAR_V2);
 scripted_saga!(Fork, FORK);
+scripted_saga!(Broken, BROKEN);
 
 /// One call of an action or an undo, as the scripted behaviour sees it.
 #[derive(Debug, Clone)]

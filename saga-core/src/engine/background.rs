@@ -1,0 +1,233 @@
+//! The engine's background work: taking back its own leases at startup, claiming due sagas,
+//! renewing leases (and taking back orphans), and removing finished sagas past retention.
+
+use std::time::Duration;
+
+use super::{Engine, EngineError};
+use crate::machine::Event;
+use crate::store::{TransitionWrite, now_ms};
+
+/// Most sagas one poll claims: enough to drain a backlog within a few polls, few enough that
+/// one claim statement stays short and leaves work for the other engines.
+const CLAIM_BATCH: u32 = 64;
+
+/// Lease renewals per lease length: a renewal may be late or fail twice before the lease runs
+/// out.
+const RENEWALS_PER_LEASE: u32 = 3;
+
+/// How often finished sagas past retention are removed: retention is counted in days, so an
+/// hour late is no matter, and the sweep is a large delete.
+const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Tries at taking back own leases at startup, while a killed process of the same engine id
+/// may still hold row locks on the server.
+const STARTUP_CLAIM_TRIES: u32 = 10;
+
+/// The wait before the n-th retry of the startup claim is n times this: about 4.5 s over all
+/// tries, which lets the server drop a killed process's connections before the build fails.
+const STARTUP_CLAIM_BACKOFF_STEP: Duration = Duration::from_millis(100);
+
+impl Engine {
+    /// Takes back the sagas this engine id still leases (a restart after a crash), and drives
+    /// them.
+    pub(super) async fn take_back_own_leases(&self) -> Result<(), EngineError> {
+        let lease_until = self.lease_until();
+        // A process of this engine id killed a moment ago may still hold row locks on the
+        // server for a little while: transient refusals are tried again.
+        let mut tries = 0;
+        let own = loop {
+            tries += 1;
+            match self
+                .inner
+                .store
+                .claim_own(
+                    &self.inner.config.engine_id,
+                    lease_until,
+                    &self.fingerprints(),
+                )
+                .await
+            {
+                Err(e) if e.is_transient() && tries < STARTUP_CLAIM_TRIES => {
+                    tracing::warn!(error = %e, "taking back own leases failed; trying again");
+                    tokio::time::sleep(STARTUP_CLAIM_BACKOFF_STEP * tries).await;
+                }
+                other => break other?,
+            }
+        };
+        if !own.is_empty() {
+            tracing::info!(count = own.len(), "taking back this engine's own leases");
+        }
+        for gid in own {
+            self.spawn_from_store(&gid, Event::Start).await;
+        }
+        Ok(())
+    }
+
+    /// Starts the poller, the lease renewal and the retention task; each stops at shutdown.
+    pub(super) fn start_background_tasks(&self) {
+        tokio::spawn(self.clone().poll_loop());
+        tokio::spawn(self.clone().renew_loop());
+        tokio::spawn(self.clone().retention_loop());
+    }
+
+    /// Loads a saga this engine has just claimed and drives it. A saga of an unknown definition
+    /// is released again and left alone for a lease, so that an engine that knows it (or a
+    /// later deployment) can take it.
+    async fn spawn_from_store(&self, gid: &str, event: Event) {
+        let record = match self.inner.store.load(gid).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(gid, error = %e, "could not load a claimed saga");
+                return;
+            }
+        };
+        match self.saga_for(&record) {
+            Ok(saga) => {
+                let fence = record.fence;
+                self.spawn_record(saga, record, fence, event);
+            }
+            Err(e) => {
+                tracing::error!(gid, error = %e, "refusing to drive a saga of an unknown definition");
+                // Store write: release the claim unchanged, with the next wake-up a lease away.
+                let _ = self
+                    .inner
+                    .store
+                    .write(TransitionWrite {
+                        gid: record.gid.clone(),
+                        fence: record.fence,
+                        status: record.state.status,
+                        phase: record.state.phase,
+                        reason: record.state.reason.clone(),
+                        cause: record.state.cause.clone(),
+                        next_wake_at: now_ms() + self.inner.config.lease.as_millis() as i64,
+                        lease_until: 0,
+                        release: true,
+                        steps: Vec::new(),
+                        attempts: Vec::new(),
+                        now: now_ms(),
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Claims due sagas (free, or leased by a crashed engine, with a wake-up time passed) every
+    /// poll interval, and drives them.
+    async fn poll_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if self.is_shutting_down() {
+                return;
+            }
+            let now = now_ms();
+            let claimed = self
+                .inner
+                .store
+                .claim_due(
+                    &self.inner.config.engine_id,
+                    self.lease_until(),
+                    now,
+                    CLAIM_BATCH,
+                    &self.fingerprints(),
+                )
+                .await;
+            match claimed {
+                Ok(gids) => {
+                    for gid in gids {
+                        tracing::info!(gid, "claimed a due saga");
+                        self.spawn_from_store(&gid, Event::Start).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming due sagas failed"),
+            }
+        }
+    }
+
+    /// Renews this engine's leases on the sagas it drives, in one statement every third of the
+    /// lease, and takes back its own sagas that have no driver here any more.
+    async fn renew_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let every = self.inner.config.lease / RENEWALS_PER_LEASE;
+        let owner = self.inner.config.engine_id.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let driving: Vec<String> = self
+                .inner
+                .drivers
+                .lock()
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default();
+            if !driving.is_empty()
+                && let Err(e) = self
+                    .inner
+                    .store
+                    .renew_leases(&owner, self.lease_until(), &driving)
+                    .await
+            {
+                tracing::warn!(error = %e, "renewing leases failed");
+            }
+            let orphans = match self.inner.store.own_expired(&owner, now_ms()).await {
+                Ok(gids) => gids,
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for orphaned sagas failed");
+                    continue;
+                }
+            };
+            for gid in orphans {
+                let live = self
+                    .inner
+                    .drivers
+                    .lock()
+                    .map(|d| d.get(&gid).is_some_and(|tx| !tx.is_closed()))
+                    .unwrap_or(true);
+                if live {
+                    continue;
+                }
+                match self
+                    .inner
+                    .store
+                    .claim_one(&gid, &owner, self.lease_until())
+                    .await
+                {
+                    Ok(Some(_)) => {
+                        tracing::info!(gid, "taking back an orphaned saga");
+                        self.spawn_from_store(&gid, Event::Start).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(gid, error = %e, "taking back an orphaned saga failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes finished sagas older than the retention, at startup and then every hour.
+    async fn retention_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            match self
+                .inner
+                .store
+                .cleanup_older_than(self.inner.config.retention)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "removed finished sagas past retention"),
+                Err(e) => tracing::warn!(error = %e, "retention cleanup failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETENTION_SWEEP_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

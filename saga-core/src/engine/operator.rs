@@ -1,0 +1,103 @@
+//! Operator actions: retry a saga now, or turn it to compensation.
+
+use super::driver::Control;
+use super::{Engine, EngineError};
+use crate::machine::{self, Event};
+use crate::store::InstanceRecord;
+
+/// The reason recorded on a saga that an operator turned to compensation.
+const OPERATOR_COMPENSATION_REASON: &str = "compensation requested by an operator";
+
+impl Engine {
+    /// Operator action: wake a running or compensating saga now (skipping its backoff), or give
+    /// a stuck one a fresh attempt budget and resume it where it stopped. Refused with
+    /// [`EngineError::Finished`] for finished sagas.
+    pub async fn retry(&self, gid: &str) -> Result<(), EngineError> {
+        let record = self
+            .inner
+            .store
+            .load(gid)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
+        if !machine::can_retry(&record.state) {
+            return Err(EngineError::Finished {
+                gid: gid.to_string(),
+                status: record.state.status,
+            });
+        }
+        self.operator_event(record, Event::RetryRequested).await
+    }
+
+    /// Operator action: turn a saga that has not passed its pivot to compensation (an attempt
+    /// in flight is abandoned as in doubt), or resume a saga stuck while compensating. Refused
+    /// past the pivot ([`EngineError::PastPivot`]) and once finished ([`EngineError::Finished`]).
+    pub async fn compensate(&self, gid: &str) -> Result<(), EngineError> {
+        let record = self
+            .inner
+            .store
+            .load(gid)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
+        let saga = self.saga_for(&record)?;
+        if !machine::can_compensate(saga.definition(), &record.state) {
+            let gid = gid.to_string();
+            return Err(if record.state.status.is_finished() {
+                EngineError::Finished {
+                    gid,
+                    status: record.state.status,
+                }
+            } else {
+                EngineError::PastPivot { gid }
+            });
+        }
+        self.operator_event(
+            record,
+            Event::CompensateRequested {
+                reason: OPERATOR_COMPENSATION_REASON.into(),
+            },
+        )
+        .await
+    }
+
+    /// Hands `event` to the saga's driver in this process, or claims the saga (fencing out any
+    /// other driver) and drives it here.
+    async fn operator_event(
+        &self,
+        record: InstanceRecord,
+        event: Event,
+    ) -> Result<(), EngineError> {
+        let local = self
+            .inner
+            .drivers
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&record.gid).cloned());
+        if let Some(tx) = local
+            && tx.send(Control::Event(event.clone())).is_ok()
+        {
+            return Ok(());
+        }
+        // Not driven here: take the saga (fencing out any other driver) and drive it.
+        let saga = self.saga_for(&record)?;
+        let Some(fence) = self
+            .inner
+            .store
+            .claim_one(
+                &record.gid,
+                &self.inner.config.engine_id,
+                self.lease_until(),
+            )
+            .await?
+        else {
+            return Err(EngineError::NotFound(record.gid));
+        };
+        let record = self
+            .inner
+            .store
+            .load(&record.gid)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(record.gid.clone()))?;
+        self.spawn_record(saga, record, fence, event);
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! Submitting sagas and waiting for them to finish, with the registry of waiting callers that
+//! a local driver wakes when it stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{Engine, EngineError, Inner, SagaView, driver};
+use crate::machine::{self, Event, SagaState, SagaStatus};
+use crate::step::Saga;
+use crate::store::{Inserted, NewInstance, now_ms};
+
+/// Longest accepted gid, in bytes.
+pub const MAX_GID_LEN: usize = 128;
+
+/// How often a waiter looks at the store while a driver in this process is on its saga: the
+/// driver's wake-up is what counts, this only covers a missed one.
+const POLL_WHILE_DRIVEN_HERE: Duration = Duration::from_millis(1000);
+
+/// How often a waiter looks at the store while the saga is driven by another engine, which
+/// cannot wake it: short, as `submit_and_wait` callers are waiting on it.
+const POLL_WHILE_DRIVEN_ELSEWHERE: Duration = Duration::from_millis(100);
+
+/// The fence of a saga this engine has just created: the insert is its first claim.
+const FIRST_FENCE: i64 = 1;
+
+/// What [`Engine::submit`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The gid.
+    pub gid: String,
+    /// Whether this call created the saga (`false`: an identical submit came first).
+    pub created: bool,
+    /// The saga's status now.
+    pub status: SagaStatus,
+    /// Its reason, if compensated or stuck.
+    pub reason: Option<String>,
+}
+
+/// Checks a gid: 1 to [`MAX_GID_LEN`] bytes of `[A-Za-z0-9_.:-]`.
+pub(crate) fn validate_gid(gid: &str) -> Result<(), EngineError> {
+    if gid.is_empty() || gid.len() > MAX_GID_LEN {
+        return Err(EngineError::InvalidGid(format!(
+            "must be 1 to {MAX_GID_LEN} characters, got {}",
+            gid.len()
+        )));
+    }
+    if let Some(c) = gid
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(EngineError::InvalidGid(format!(
+            "character {c:?} is not one of [A-Za-z0-9_.:-]"
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Submits saga `S` with `input` under `gid`, persists it, and starts driving it at once.
+    /// Idempotent by gid: the same gid with an equal input returns the existing saga; a
+    /// different input (or saga) is [`EngineError::Conflict`] and changes nothing.
+    pub async fn submit<S: Saga>(
+        &self,
+        gid: &str,
+        input: &S::Input,
+    ) -> Result<Submitted, EngineError> {
+        validate_gid(gid)?;
+        if self.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let def = S::definition();
+        let saga = self
+            .inner
+            .by_name
+            .get(def.name)
+            .filter(|s| s.fingerprint() == def.fingerprint())
+            .cloned()
+            .ok_or_else(|| EngineError::NotRegistered(def.name.to_string()))?;
+        let input_json = serde_json::to_value(input).map_err(EngineError::Input)?;
+        let now = now_ms();
+        // Take the first transition before the insert, so the first calls are counted in the
+        // commit that creates the saga.
+        let (state, commands) =
+            machine::transition(def, &self.limits(), &SagaState::new(def), Event::Start);
+        let new = NewInstance {
+            gid: gid.to_string(),
+            saga: def.name.to_string(),
+            fingerprint: saga.fingerprint().to_string(),
+            input: input_json.clone(),
+            steps: def.steps.iter().map(|s| s.name.to_string()).collect(),
+            states: state.steps.clone(),
+            deadline_at: self
+                .inner
+                .config
+                .saga_deadline
+                .map(|d| now + d.as_millis() as i64),
+            owner: self.inner.config.engine_id.clone(),
+            lease_until: now + self.inner.config.lease.as_millis() as i64,
+            now,
+        };
+        let deadline_at = new.deadline_at;
+        match self.inner.store.insert(new).await? {
+            Inserted::Created => {
+                metrics::counter!("saga_started_total", "saga" => def.name).increment(1);
+                tracing::debug!(gid, saga = def.name, "saga submitted");
+                let input_any = saga.decode_input(&input_json).map_err(EngineError::Input)?;
+                self.spawn_driver(driver::Start {
+                    saga,
+                    gid: gid.to_string(),
+                    fence: FIRST_FENCE,
+                    input: input_any,
+                    state,
+                    deadline_at,
+                    commands,
+                    event: None,
+                });
+                Ok(Submitted {
+                    gid: gid.to_string(),
+                    created: true,
+                    status: SagaStatus::Running,
+                    reason: None,
+                })
+            }
+            Inserted::Conflict { saga, .. } => Err(EngineError::Conflict {
+                gid: gid.to_string(),
+                what: if saga == def.name {
+                    "definition"
+                } else {
+                    "saga"
+                },
+            }),
+            Inserted::Exists => {
+                let existing = self
+                    .inner
+                    .store
+                    .load(gid)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
+                if existing.saga != def.name {
+                    return Err(EngineError::Conflict {
+                        gid: gid.to_string(),
+                        what: "saga",
+                    });
+                }
+                if existing.input != input_json {
+                    return Err(EngineError::Conflict {
+                        gid: gid.to_string(),
+                        what: "input",
+                    });
+                }
+                Ok(Submitted {
+                    gid: gid.to_string(),
+                    created: false,
+                    status: existing.state.status,
+                    reason: existing.state.reason,
+                })
+            }
+        }
+    }
+
+    /// Submits like [`Engine::submit`], then waits up to `timeout` for a terminal status.
+    /// Returns the view once terminal, or `None` if the time ran out.
+    pub async fn submit_and_wait<S: Saga>(
+        &self,
+        gid: &str,
+        input: &S::Input,
+        timeout: Duration,
+    ) -> Result<Option<SagaView>, EngineError> {
+        self.submit::<S>(gid, input).await?;
+        self.wait(gid, timeout).await
+    }
+
+    /// Waits up to `timeout` until the saga is terminal (succeeded, compensated or stuck).
+    /// Returns `None` if the time ran out; [`EngineError::NotFound`] for an unknown gid.
+    pub async fn wait(
+        &self,
+        gid: &str,
+        timeout: Duration,
+    ) -> Result<Option<SagaView>, EngineError> {
+        let until = tokio::time::Instant::now() + timeout;
+        let waiter = Waiter::register(&self.inner, gid);
+        self.wait_on(gid, until, &waiter.notify).await
+    }
+
+    async fn wait_on(
+        &self,
+        gid: &str,
+        until: tokio::time::Instant,
+        notify: &Notify,
+    ) -> Result<Option<SagaView>, EngineError> {
+        // Right after a local submit the saga is being driven here: the first look at the
+        // store can wait for its driver's word.
+        if self.driven_here(gid) {
+            let now = tokio::time::Instant::now();
+            let poll = POLL_WHILE_DRIVEN_HERE.min(until.saturating_duration_since(now));
+            let _ = tokio::time::timeout(poll, notify.notified()).await;
+        }
+        loop {
+            let view = self
+                .status(gid)
+                .await?
+                .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
+            if view.status.is_terminal() {
+                return Ok(Some(view));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return Ok(None);
+            }
+            // A local driver of this gid wakes us when it stops (`notify_one` keeps the
+            // wake-up if it comes before we sleep); sagas driven elsewhere are polled, less
+            // often when a driver here is on it.
+            let poll = if self.driven_here(gid) {
+                POLL_WHILE_DRIVEN_HERE
+            } else {
+                POLL_WHILE_DRIVEN_ELSEWHERE
+            };
+            let _ = tokio::time::timeout((until - now).min(poll), notify.notified()).await;
+        }
+    }
+
+    fn driven_here(&self, gid: &str) -> bool {
+        self.inner
+            .drivers
+            .lock()
+            .map(|d| d.contains_key(gid))
+            .unwrap_or(false)
+    }
+}
+
+/// One caller of [`Engine::wait`], registered under its gid until it is dropped (also when
+/// the waiting future is cancelled).
+struct Waiter<'a> {
+    inner: &'a Inner,
+    gid: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl<'a> Waiter<'a> {
+    fn register(inner: &'a Inner, gid: &'a str) -> Self {
+        let notify = Arc::new(Notify::new());
+        if let Ok(mut w) = inner.waiters.lock() {
+            w.entry(gid.to_string()).or_default().push(notify.clone());
+        }
+        Waiter { inner, gid, notify }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.inner.waiters.lock()
+            && let Some(list) = w.get_mut(self.gid)
+        {
+            list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            if list.is_empty() {
+                w.remove(self.gid);
+            }
+        }
+    }
+}
+
+/// Wakes every caller waiting on `gid`: its local driver has stopped.
+pub(super) fn wake_waiters(inner: &Inner, gid: &str) {
+    let waiting = inner.waiters.lock().ok().and_then(|w| w.get(gid).cloned());
+    for n in waiting.into_iter().flatten() {
+        n.notify_one();
+    }
+}

@@ -1,0 +1,117 @@
+//! Reading sagas: one saga with its steps, a list of summaries, the registered definitions.
+
+use serde::Serialize;
+
+use super::{Engine, EngineError};
+use crate::definition::SagaDefinition;
+use crate::machine::{self, SagaStatus, StepStatus};
+use crate::store::{InstanceRecord, SagaSummary};
+
+/// One step of a [`SagaView`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepView {
+    /// Persisted step name.
+    pub name: String,
+    /// Step status; serialized as its persisted name ([`StepStatus::as_str`]).
+    #[serde(serialize_with = "serialize_step_status")]
+    pub status: StepStatus,
+    /// Calls of the action.
+    pub attempts: u32,
+    /// Calls of the undo.
+    pub compensate_attempts: u32,
+    /// The latest error seen.
+    pub last_error: Option<String>,
+    /// The action's output, once it succeeded.
+    pub output: Option<serde_json::Value>,
+}
+
+/// `StepStatus` has no `Serialize` of its own; the view shows the persisted name.
+fn serialize_step_status<S: serde::Serializer>(
+    status: &StepStatus,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(status.as_str())
+}
+
+/// A saga as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaView {
+    /// The gid.
+    pub gid: String,
+    /// Saga name.
+    pub saga: String,
+    /// Status.
+    pub status: SagaStatus,
+    /// Why it was compensated or is stuck.
+    pub reason: Option<String>,
+    /// Steps in order.
+    pub steps: Vec<StepView>,
+    /// Input as JSON.
+    pub input: serde_json::Value,
+    /// Creation time, ms since epoch.
+    pub created_at: i64,
+    /// Last update, ms since epoch.
+    pub updated_at: i64,
+    /// Whether the saga may have passed its point of no return.
+    pub past_pivot: bool,
+}
+
+impl Engine {
+    /// Reads a saga; `None` if no saga has this gid.
+    pub async fn status(&self, gid: &str) -> Result<Option<SagaView>, EngineError> {
+        let Some(record) = self.inner.store.load(gid).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.view(record)))
+    }
+
+    fn view(&self, record: InstanceRecord) -> SagaView {
+        let past_pivot = self
+            .inner
+            .by_fingerprint
+            .get(&record.fingerprint)
+            .map(|s| machine::past_point_of_no_return(s.definition(), &record.state))
+            .unwrap_or(false);
+        SagaView {
+            steps: record
+                .step_names
+                .iter()
+                .zip(&record.state.steps)
+                .map(|(name, s)| StepView {
+                    name: name.clone(),
+                    status: s.status,
+                    attempts: s.attempts,
+                    compensate_attempts: s.compensate_attempts,
+                    last_error: s.last_error.clone(),
+                    output: s.output.clone(),
+                })
+                .collect(),
+            gid: record.gid,
+            saga: record.saga,
+            status: record.state.status,
+            reason: record.state.reason,
+            input: record.input,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            past_pivot,
+        }
+    }
+
+    /// Lists sagas, newest first, optionally of one status.
+    pub async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        limit: u32,
+    ) -> Result<Vec<SagaSummary>, EngineError> {
+        Ok(self.inner.store.list(status, limit).await?)
+    }
+
+    /// The definitions registered with this engine.
+    pub fn definitions(&self) -> Vec<&'static SagaDefinition> {
+        self.inner
+            .by_name
+            .values()
+            .map(|s| s.definition())
+            .collect()
+    }
+}
