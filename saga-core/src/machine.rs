@@ -5,7 +5,7 @@
 //! started exactly when it is *ready* (its dependencies succeeded) and has not finished. No
 //! "started" marker is needed; repeated calls are absorbed by the participants' barrier.
 //!
-//! Rules (DESIGN.md section 4):
+//! Rules (docs/semantics.md, "The state machine"):
 //! - Forward: a step is dispatched once its dependencies have succeeded. A pivot also waits for
 //!   every compensatable step, and a retriable step for the pivot (or, without a pivot, for every
 //!   compensatable step), so that nothing undoable can still be running once the saga is past

@@ -1,8 +1,8 @@
-//! The sub-transaction barrier's guarantees (DESIGN.md section 6), checked on SQLite files and on
-//! a real PostgreSQL cluster. Every case is written once, generically over [`Backend`], and run
+//! The sub-transaction barrier's guarantees (docs/semantics.md, "The sub-transaction
+//! barrier"), checked on SQLite files and on a real PostgreSQL cluster. Every case is written once, generically over [`Backend`], and run
 //! on both (`sqlite::*`, `postgres::*`).
 //!
-//! The business code is the article's stock deduction and its undo on a `stock` table.
+//! The business code is the stock deduction of the order example and its compensation on a `stock` table.
 
 use std::future::Future;
 use std::str::FromStr;

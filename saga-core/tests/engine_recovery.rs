@@ -1,4 +1,5 @@
-//! Crash recovery and fencing (DESIGN.md sections 4 and 5), on SQLite and PostgreSQL.
+//! Crash recovery and fencing (docs/semantics.md, "The state machine" and "The store"), on
+//! SQLite and PostgreSQL.
 //!
 //! - An engine's whole runtime is dropped while its sagas sit at every step boundary; a new
 //!   engine with the same engine id finishes them, each side effect applied once.

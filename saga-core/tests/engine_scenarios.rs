@@ -1,4 +1,4 @@
-//! The engine's behaviour (DESIGN.md sections 4 and 5), each scenario run on SQLite
+//! The engine's behaviour (docs/semantics.md, "The state machine" and "The store"), each scenario run on SQLite
 //! (`name::sqlite`) and PostgreSQL (`name::postgres`).
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 

@@ -1,4 +1,4 @@
-//! Property tests of the pure saga state machine (`saga_core::machine`, DESIGN.md section 4).
+//! Property tests of the pure saga state machine (`saga_core::machine`, docs/semantics.md).
 //!
 //! Random definitions (1 to 8 steps, a compensatable prefix, an optional pivot, retriable steps,
 //! random `after` graphs, random attempt budgets) are driven by a simulated executor: it keeps the

@@ -1,4 +1,4 @@
-//! The rules of a saga definition (DESIGN.md section 3), checked on the typed input. Each rule
+//! The rules of a saga definition (docs/semantics.md, "Compile-time rules"), checked on the typed input. Each rule
 //! records its errors in the context and carries on, so the user sees every mistake at once.
 
 use std::collections::HashMap;

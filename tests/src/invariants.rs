@@ -1,4 +1,4 @@
-//! Waiting for sagas to finish and checking the five invariants of DESIGN.md section 7
+//! Waiting for sagas to finish and checking the five invariants of docs/contract.md
 //! through the HTTP contract only.
 
 use std::collections::{BTreeMap, BTreeSet};

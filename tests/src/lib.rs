@@ -1,6 +1,6 @@
 //! Black-box acceptance and fault harness for the `order-example` binary.
 //!
-//! Everything here drives the binary through the public contract of DESIGN.md section 7 only:
+//! Everything here drives the binary through the public contract of docs/contract.md only:
 //! its command line, its HTTP API and, for the multi-instance test, the engine's `saga_attempt`
 //! table read with `psql`. Nothing links against the order system itself.
 //!
@@ -48,7 +48,7 @@ pub use load::{LoadControl, LoadReport, par_map, run_load, submit_until_accepted
 pub use order::{Order, OrderMix};
 pub use server::{Backend, Server, ServerOptions, Storage};
 
-/// The eight fault points of the order saga's steps and undos (DESIGN.md section 7).
+/// The eight fault points of the order saga's steps and undos (docs/contract.md, "Fault injection").
 pub const SUBMIT_FAULT_POINTS: [&str; 8] = [
     "order.create",
     "order.create_revert",

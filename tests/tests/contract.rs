@@ -1,4 +1,4 @@
-//! The HTTP contract of DESIGN.md section 7 on a healthy server: submit and its replies,
+//! The HTTP contract of docs/contract.md on a healthy server: submit and its replies,
 //! repeats, the saga view, listing, payOrder, operator actions, metrics, participant
 //! endpoints and the command line.
 

@@ -1,4 +1,4 @@
--- The sub-transaction barrier (DESIGN.md section 6), in the participant's own database.
+-- The sub-transaction barrier (docs/semantics.md, "The sub-transaction barrier"), in the participant's own database.
 -- One row per (gid, branch_id, op, barrier_id); inserting it inside the participant's local
 -- transaction is what makes a repeated call, a null compensation and a late action detectable.
 -- `reason` is the op that inserted the row: `compensate` on an `action` row marks a null
