@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use saga_core::machine::{SagaState, StepState};
 use saga_core::store::{AttemptOutcome, now_ms};
 use saga_core::{
-    DefinitionError, Engine, EngineError, Op, Retry, Saga, SagaStatus, StepError, StepStatus,
+    DefinitionError, Engine, EngineConfig, EngineError, Op, Retry, Saga, SagaStatus, StepError,
+    StepStatus,
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -37,6 +38,7 @@ on_both_stores!(
     compensation_resumed_by_an_operator_keeps_the_rollback_reason,
     operator_compensate_before_the_pivot_rolls_back,
     operator_compensate_after_the_pivot_is_refused,
+    operator_retry_on_another_engine_wakes_the_saga_there,
     unknown_definition_fingerprint_is_left_untouched,
     panicking_step_is_in_doubt_and_retried,
     invalid_definition_is_refused_when_the_engine_is_built,
@@ -743,6 +745,60 @@ async fn compensation_resumed_by_an_operator_keeps_the_rollback_reason(backend: 
     let view = finish(&engine, "reason", 10).await;
     assert_status(&view, SagaStatus::Compensated);
     assert_eq!(view.reason.as_deref(), Some("c: declined"));
+}
+
+/// An operator's retry reaches an engine that does not drive the saga (another process, or
+/// this one after a restart): that engine takes the saga over and calls its steps at once,
+/// instead of waiting out the backoff it was left with.
+async fn operator_retry_on_another_engine_wakes_the_saga_there(backend: Backend) {
+    let db = Db::new(backend);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = {
+        let healthy = healthy.clone();
+        Harness::with_action(move |c| {
+            let healthy = healthy.load(Ordering::SeqCst);
+            async move {
+                if c.step == "b" && !healthy {
+                    Err(StepError::retry("payment service down"))
+                } else {
+                    Ok(output_of(&c))
+                }
+            }
+        })
+    };
+    // A backoff far longer than the test: only the operator's retry can bring `b` back.
+    let mut slow = config("e1");
+    (slow.retry_initial, slow.retry_max) = (Duration::from_secs(600), Duration::from_secs(600));
+    slow.max_attempts = 1000;
+    let first = engine(db.store().await, slow.clone(), &h).await;
+    first
+        .submit::<Linear>("woken", &INPUT.into())
+        .await
+        .unwrap();
+    eventually(10, "b was called once", || async {
+        h.count("woken", "b", Op::Action) == 1
+    })
+    .await;
+    first.shutdown().await;
+
+    healthy.store(true, Ordering::SeqCst);
+    let second = engine(
+        db.store().await,
+        EngineConfig {
+            engine_id: "e2".into(),
+            ..slow
+        },
+        &h,
+    )
+    .await;
+    second.retry("woken").await.unwrap();
+    let view = finish(&second, "woken", 10).await;
+    assert_status(&view, SagaStatus::Succeeded);
+    assert_eq!(
+        h.count("woken", "b", Op::Action),
+        2,
+        "woken once, called once more"
+    );
 }
 
 async fn operator_compensate_before_the_pivot_rolls_back(backend: Backend) {

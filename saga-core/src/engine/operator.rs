@@ -2,7 +2,7 @@
 
 use super::driver::Control;
 use super::{Engine, EngineError};
-use crate::machine::{self, Event};
+use crate::machine::{self, Event, SagaStatus};
 use crate::store::InstanceRecord;
 
 /// The reason recorded on a saga that an operator turned to compensation.
@@ -77,7 +77,13 @@ impl Engine {
         {
             return Ok(());
         }
-        // Not driven here: take the saga (fencing out any other driver) and drive it.
+        // Not driven here: take the saga (fencing out any other driver) and drive it. Its calls
+        // in flight elsewhere are lost to this driver, so it starts from the stored state: a
+        // running saga is woken with a fresh dispatch (what `retry` asks), a stuck one resumed.
+        let event = match event {
+            Event::RetryRequested if record.state.status != SagaStatus::Stuck => Event::Start,
+            event => event,
+        };
         let saga = self.saga_for(&record)?;
         let Some(fence) = self
             .inner
