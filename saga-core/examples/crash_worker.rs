@@ -148,7 +148,8 @@ mod worker {
         }
     }
 
-    const EFFECT_TABLE: &str = "CREATE TABLE IF NOT EXISTS effect (gid TEXT NOT NULL, step TEXT NOT NULL, op TEXT NOT NULL)";
+    const EFFECT_TABLE: &str = "CREATE TABLE IF NOT EXISTS effect \
+        (gid TEXT NOT NULL, step TEXT NOT NULL, op TEXT NOT NULL)";
 
     pub async fn main(args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
         let [backend, location, instance_id, sagas, step_ms] = &args[..] else {

@@ -1,6 +1,6 @@
-//! The sub-transaction barrier's guarantees (docs/semantics.md, "The sub-transaction
-//! barrier"), checked on SQLite files and on a real PostgreSQL cluster. Every case is written once, generically over [`Backend`], and run
-//! on both (`sqlite::*`, `postgres::*`).
+//! The sub-transaction barrier's guarantees (docs/semantics.md, "The sub-transaction barrier"),
+//! checked on SQLite files and on a real PostgreSQL cluster. Every case is written once,
+//! generically over [`Backend`], and run on both (`sqlite::*`, `postgres::*`).
 //!
 //! The business code is the stock deduction of the order example and its compensation on a `stock` table.
 

@@ -297,13 +297,19 @@ fn parse_step(cx: &Ctxt, attr: &Attribute, out: &mut StepAttrs<'_>) -> syn::Resu
             }
         } else if meta.path.is_ident("after") {
             if meta.input.peek(Token![=]) {
-                return Err(meta.error("expected `after(A, B)`, listing the variants this step waits on"));
+                return Err(
+                    meta.error("expected `after(A, B)`, listing the variants this step waits on")
+                );
             }
             let content;
             syn::parenthesized!(content in meta.input);
             let steps = Punctuated::<Ident, Token![,]>::parse_terminated(&content)?;
             if out.after.is_some() {
-                cx.error_spanned_by(&meta.path, "duplicate `after(...)` in `#[step(...)]`; list every dependency in one `after(...)`");
+                cx.error_spanned_by(
+                    &meta.path,
+                    "duplicate `after(...)` in `#[step(...)]`; list every dependency in one \
+                     `after(...)`",
+                );
             } else {
                 out.after = Some(After {
                     steps: steps.into_iter().collect(),
@@ -312,20 +318,24 @@ fn parse_step(cx: &Ctxt, attr: &Attribute, out: &mut StepAttrs<'_>) -> syn::Resu
         } else if meta.path.is_ident("timeout_ms") {
             let value = int::<u64>(&meta, "timeout_ms")?;
             if out.timeout_ms.is_some() {
-                cx.error_spanned_by(&meta.path, "duplicate `timeout_ms` in `#[step(...)]`; keep one");
+                cx.error_spanned_by(
+                    &meta.path,
+                    "duplicate `timeout_ms` in `#[step(...)]`; keep one",
+                );
             } else {
                 out.timeout_ms = Some(value);
             }
         } else if meta.path.is_ident("retry") {
             if !meta.input.peek(syn::token::Paren) {
-                return Err(meta.error(
-                    "expected `retry(max_attempts = N, initial_ms = N, max_ms = N)`",
-                ));
+                return Err(
+                    meta.error("expected `retry(max_attempts = N, initial_ms = N, max_ms = N)`")
+                );
             }
             meta.parse_nested_meta(|inner| parse_retry(cx, &inner, &mut out.retry))?;
         } else {
             return Err(meta.error(format!(
-                "unknown key `{}` in `#[step(...)]`; expected `name = \"...\"`, `after(A, B)`, `timeout_ms = N` or `retry(...)`",
+                "unknown key `{}` in `#[step(...)]`; expected `name = \"...\"`, `after(A, B)`, \
+                 `timeout_ms = N` or `retry(...)`",
                 path_str(&meta.path)
             )));
         }

@@ -298,10 +298,12 @@ fn find_initdb() -> PathBuf {
         })
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .map(|(_, path)| path)
-        .unwrap_or_else(|| panic!("PostgreSQL binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin; {INSTALL_HINT}"))
+    versions.pop().map(|(_, path)| path).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL binaries (initdb, pg_ctl) not found on PATH or under \
+             /usr/lib/postgresql/*/bin; {INSTALL_HINT}"
+        )
+    })
 }
 
 fn free_port() -> u16 {

@@ -249,7 +249,8 @@ pub fn invariant_violations(
                 match payment {
                     Some(("pending" | "paid", amount)) if amount == order.amount_cents => {}
                     other => violations.push(format!(
-                        "inv3: order {id} succeeded but its payment is {other:?} (expected pending or paid with {} cents)",
+                        "inv3: order {id} succeeded but its payment is {other:?} \
+                         (expected pending or paid with {} cents)",
                         order.amount_cents
                     )),
                 }
@@ -257,7 +258,8 @@ pub fn invariant_violations(
             "compensated" => {
                 if !matches!(order_status, None | Some("cancelled")) {
                     violations.push(format!(
-                        "inv4: order {id} was compensated but its order is {order_status:?} (expected cancelled or absent)"
+                        "inv4: order {id} was compensated but its order is {order_status:?} \
+                         (expected cancelled or absent)"
                     ));
                 }
                 if !matches!(payment, None | Some(("cancelled", _))) {
@@ -291,10 +293,13 @@ pub fn invariant_violations(
         match current {
             Some(current) if current + sold == seeded_stock => {}
             Some(current) => violations.push(format!(
-                "inv1: product {product}: seeded {seeded_stock}, now {current}, succeeded orders hold {sold} (off by {})",
+                "inv1: product {product}: seeded {seeded_stock}, now {current}, \
+                 succeeded orders hold {sold} (off by {})",
                 seeded_stock - current - sold
             )),
-            None => violations.push(format!("inv1: product {product} vanished (GET /api/stock/{product} is 404)")),
+            None => violations.push(format!(
+                "inv1: product {product} vanished (GET /api/stock/{product} is 404)"
+            )),
         }
     }
 
@@ -341,10 +346,13 @@ pub fn invariant_violations(
         match current {
             Some((_, used)) if used == expected_used => {}
             Some((_, used)) => violations.push(format!(
-                "inv2: coupon {coupon} is used={used} but {} succeeded order(s) hold it (used before the run: {was_used})",
+                "inv2: coupon {coupon} is used={used} but {} succeeded order(s) hold it \
+                 (used before the run: {was_used})",
                 holding.len()
             )),
-            None => violations.push(format!("inv2: coupon {coupon} vanished (GET /api/coupons/{coupon} is 404)")),
+            None => violations.push(format!(
+                "inv2: coupon {coupon} vanished (GET /api/coupons/{coupon} is 404)"
+            )),
         }
     }
 

@@ -212,7 +212,12 @@ fn oversized_bodies_are_refused_with_413() {
     let api = server.api();
     let mut checks = Checks::new();
     let padding = |size: usize| -> Vec<u8> {
-        let mut body = br#"{"order_id":"big","user_id":1,"product_id":1,"product_count":1,"amount_cents":1,"coupon_id":null,"pad":""#.to_vec();
+        let mut body = concat!(
+            r#"{"order_id":"big","user_id":1,"product_id":1,"product_count":1,"amount_cents":1,"#,
+            r#""coupon_id":null,"pad":""#
+        )
+        .as_bytes()
+        .to_vec();
         body.resize(size - 2, b'x');
         body.extend_from_slice(b"\"}");
         body

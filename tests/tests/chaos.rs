@@ -148,7 +148,8 @@ fn chaos_soak(backend: Backend, default_orders: usize) {
     server.wait_all_terminal(&gids, Duration::from_secs(120));
     let summary = check_invariants(server.api(), &seeded, &orders);
     println!(
-        "chaos {}: {} orders driven with concurrency {SUBMITTERS}, {crashes} crashes survived, {} submit retries, {summary}, in {:.1?}",
+        "chaos {}: {} orders driven with concurrency {SUBMITTERS}, {crashes} crashes survived, \
+         {} submit retries, {summary}, in {:.1?}",
         backend.name(),
         report.accepted,
         report.retries,

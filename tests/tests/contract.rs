@@ -157,7 +157,10 @@ fn repeated_submit_returns_the_same_saga_and_a_changed_body_conflicts() {
 
     let reordered =
         r#"{"amount_cents":250,"product_count":3,"product_id":2,"user_id":1,"order_id":"repeat"}"#;
-    let with_null = r#"{"coupon_id":null,"order_id":"repeat","user_id":1,"product_id":2,"product_count":3,"amount_cents":250}"#;
+    let with_null = concat!(
+        r#"{"coupon_id":null,"order_id":"repeat","user_id":1,"product_id":2,"#,
+        r#""product_count":3,"amount_cents":250}"#
+    );
     for (what, body) in [
         (
             "repeat with keys reordered and coupon_id missing",
@@ -229,8 +232,16 @@ fn saga_view_lists_steps_with_attempts_errors_and_rfc3339_timestamps() {
     for name in expected_steps {
         let s = step(&view, name);
         checks.check(
-            s["status"] == "succeeded" && s["attempts"] == 1 && s["compensate_attempts"] == 0 && s["last_error"].is_null(),
-            || format!("step {name} of a clean success: expected succeeded, attempts 1, compensate_attempts 0, last_error null: {s}"),
+            s["status"] == "succeeded"
+                && s["attempts"] == 1
+                && s["compensate_attempts"] == 0
+                && s["last_error"].is_null(),
+            || {
+                format!(
+                    "step {name} of a clean success: expected succeeded, attempts 1, \
+                     compensate_attempts 0, last_error null: {s}"
+                )
+            },
         );
     }
     for key in ["created_at", "updated_at"] {
@@ -402,8 +413,15 @@ fn pay_order_captures_the_payment_as_pivot_then_marks_the_order_paid() {
     let reply = api.pay("to-pay", true);
     checks.status("payOrder ?wait=true", &reply, &[200]);
     checks.check(
-        reply.str("gid") == Some("pay-to-pay") && reply.str("status") == Some("succeeded") && reply.body.get("reason").is_some(),
-        || format!("payOrder ?wait=true: expected gid pay-to-pay succeeded with a reason key, got {reply}"),
+        reply.str("gid") == Some("pay-to-pay")
+            && reply.str("status") == Some("succeeded")
+            && reply.body.get("reason").is_some(),
+        || {
+            format!(
+                "payOrder ?wait=true: expected gid pay-to-pay succeeded with a reason key, \
+                 got {reply}"
+            )
+        },
     );
     if let Some(view) = api.saga("pay-to-pay") {
         checks.check(
@@ -668,9 +686,19 @@ fn operator_compensate_is_refused_past_the_pivot_and_a_stuck_retriable_step_resu
 
     let views = wait_all_terminal(api, std::slice::from_ref(&pay_gid), 20 * SECOND);
     let view = &views[&pay_gid];
-    checks.check(view["status"] == "stuck" && view["reason"].as_str().is_some_and(|r| r.contains("order_mark_paid")), || {
-        format!("a retriable step out of attempts should park the saga as stuck, naming the step: {}", describe_saga(view))
-    });
+    checks.check(
+        view["status"] == "stuck"
+            && view["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("order_mark_paid")),
+        || {
+            format!(
+                "a retriable step out of attempts should park the saga as stuck, \
+                 naming the step: {}",
+                describe_saga(view)
+            )
+        },
+    );
     checks.status(
         "compensate on a saga stuck past its pivot",
         &api.operator(&pay_gid, "compensate", Some(token)),
@@ -688,9 +716,16 @@ fn operator_compensate_is_refused_past_the_pivot_and_a_stuck_retriable_step_resu
                 && step(&view, "order_mark_paid")["attempts"].as_u64() > Some(5)))
         .then_some(view)
     });
-    checks.check(view["status"] == "succeeded" && step(&view, "order_mark_paid")["attempts"] == 6, || {
-        format!("after retry the stuck step should get a fresh budget (5 errors, then success on attempt 6): {}", describe_saga(&view))
-    });
+    checks.check(
+        view["status"] == "succeeded" && step(&view, "order_mark_paid")["attempts"] == 6,
+        || {
+            format!(
+                "after retry the stuck step should get a fresh budget \
+                 (5 errors, then success on attempt 6): {}",
+                describe_saga(&view)
+            )
+        },
+    );
     checks.check(
         api.order_status(&order.order_id).as_deref() == Some("paid"),
         || {

@@ -202,7 +202,14 @@ impl Driver {
             }
             _ => {
                 let error = error.as_deref().unwrap_or("");
-                tracing::info!(step = name, op = %r.op, attempt = r.attempt, outcome = outcome.as_str(), error, "call did not succeed")
+                tracing::info!(
+                    step = name,
+                    op = %r.op,
+                    attempt = r.attempt,
+                    outcome = outcome.as_str(),
+                    error,
+                    "call did not succeed"
+                )
             }
         }
         let record = self.attempt_record(&r, outcome, error);
