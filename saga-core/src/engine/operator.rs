@@ -13,12 +13,7 @@ impl Engine {
     /// a stuck one a fresh attempt budget and resume it where it stopped. Refused with
     /// [`EngineError::Finished`] for finished sagas.
     pub async fn retry(&self, gid: &str) -> Result<(), EngineError> {
-        let record = self
-            .inner
-            .store
-            .load(gid)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
+        let record = self.existing(gid).await?;
         if !machine::can_retry(&record.state) {
             return Err(EngineError::Finished {
                 gid: gid.to_string(),
@@ -32,12 +27,7 @@ impl Engine {
     /// in flight is abandoned as in doubt), or resume a saga stuck while compensating. Refused
     /// past the pivot ([`EngineError::PastPivot`]) and once finished ([`EngineError::Finished`]).
     pub async fn compensate(&self, gid: &str) -> Result<(), EngineError> {
-        let record = self
-            .inner
-            .store
-            .load(gid)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
+        let record = self.existing(gid).await?;
         let saga = self.saga_for(&record)?;
         if !machine::can_compensate(saga.definition(), &record.state) {
             let gid = gid.to_string();
@@ -57,6 +47,15 @@ impl Engine {
             },
         )
         .await
+    }
+
+    /// The stored instance of `gid`, or [`EngineError::NotFound`].
+    async fn existing(&self, gid: &str) -> Result<InstanceRecord, EngineError> {
+        self.inner
+            .store
+            .load(gid)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(gid.to_string()))
     }
 
     /// Hands `event` to the saga's driver in this process, or claims the saga (fencing out any

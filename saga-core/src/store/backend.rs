@@ -17,9 +17,6 @@ pub(crate) struct Statements {
     /// One batch of the group-commit writer, reading five JSON arrays (see `BatchPlan`) and
     /// returning `(kind, gid, fence)` rows.
     pub batch: &'static str,
-    /// Run on the batch's connection when the batch failed, if the failure can leave a
-    /// transaction open (SQLite's batch is several statements).
-    pub after_failed_batch: Option<&'static str>,
     /// An instance with its steps; binds the gid.
     pub load: &'static str,
     /// The saga name and fingerprint of an instance; binds the gid.
@@ -48,12 +45,43 @@ pub(crate) struct Statements {
     pub cleanup: [&'static str; 3],
 }
 
+/// The [`Statements`] of a dialect, read from the `.sql` files beside the module that invokes it
+/// (`sqlite/`, `postgres/`): one file per statement, named after the field.
+macro_rules! statements {
+    () => {
+        $crate::store::backend::Statements {
+            batch: include_str!("batch.sql"),
+            load: include_str!("load.sql"),
+            definition: include_str!("definition.sql"),
+            attempts: include_str!("attempts.sql"),
+            list_all: include_str!("list_all.sql"),
+            list_status: include_str!("list_status.sql"),
+            count_by_status: include_str!("count_by_status.sql"),
+            claim_due: include_str!("claim_due.sql"),
+            claim_own: include_str!("claim_own.sql"),
+            claim_one: include_str!("claim_one.sql"),
+            renew: include_str!("renew.sql"),
+            own_expired: include_str!("own_expired.sql"),
+            release_owner: include_str!("release_owner.sql"),
+            cleanup: [
+                include_str!("cleanup_steps.sql"),
+                include_str!("cleanup_attempts.sql"),
+                include_str!("cleanup_instances.sql"),
+            ],
+        }
+    };
+}
+pub(crate) use statements;
+
 /// A database the store runs on.
 pub(crate) trait Dialect: Database {
     /// `sqlite` or `postgres`.
     const BACKEND_NAME: &'static str;
     /// Its statements.
     const SQL: Statements;
+    /// Run on the batch's connection when the batch failed, if the failure can leave a
+    /// transaction open (SQLite's batch is several statements).
+    const AFTER_FAILED_BATCH: Option<&'static str>;
     /// Group-commit writers working side by side.
     const WRITERS: usize;
     /// The rows a statement changed.
@@ -189,7 +217,7 @@ where
             match query.fetch_all(&mut *conn).await {
                 Ok(rows) => Ok(rows),
                 Err(e) => {
-                    if let Some(sql) = D::SQL.after_failed_batch {
+                    if let Some(sql) = D::AFTER_FAILED_BATCH {
                         // The connection goes back to the pool: leave no transaction open on it.
                         let _ = sqlx::query::<D>(sql).execute(&mut *conn).await;
                     }

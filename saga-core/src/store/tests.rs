@@ -502,22 +502,24 @@ async fn lock_instances_for(url: &str, hold: Duration) -> tokio::task::JoinHandl
 }
 
 /// A store whose statements give up on a lock after 50 ms with `lock_not_available`.
-async fn impatient_store(db: &TestStore) -> Store {
+/// Holds one instance `g` (fence 1); its database stays alive with the returned `TestStore`.
+async fn impatient_store() -> (TestStore, Store) {
+    let db = open(Dialect::Postgres).await;
     let url = format!(
         "{}?options=-c%20lock_timeout%3D50ms",
         db.url.as_deref().unwrap()
     );
-    Store::postgres(&url, None, 4).await.expect("open")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transient_write_error_is_retried() {
-    let db = open(Dialect::Postgres).await;
-    let store = impatient_store(&db).await;
+    let store = Store::postgres(&url, None, 4).await.expect("open");
     store
         .insert(new_instance("g", "fp-1", &["a"]))
         .await
         .unwrap();
+    (db, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_write_error_is_retried() {
+    let (db, store) = impatient_store().await;
     let hold = Duration::from_millis(300);
     let unlock = lock_instances_for(db.url.as_deref().unwrap(), hold).await;
     let started = Instant::now();
@@ -535,12 +537,7 @@ async fn a_transient_write_error_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_stays_refused_reports_a_transient_error_with_its_code() {
-    let db = open(Dialect::Postgres).await;
-    let store = impatient_store(&db).await;
-    store
-        .insert(new_instance("g", "fp-1", &["a"]))
-        .await
-        .unwrap();
+    let (db, store) = impatient_store().await;
     let unlock = lock_instances_for(db.url.as_deref().unwrap(), Duration::from_secs(8)).await;
     let error = store
         .write(transition("g", 1, "refused"))

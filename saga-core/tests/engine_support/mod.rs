@@ -159,8 +159,9 @@ impl Db {
     }
 }
 
-/// An instance as an engine of another release left it: created by `owner` with a lapsed
-/// lease, fence 1, every step pending. Written with plain SQL, as that engine would have.
+/// An instance as an engine of another release left it: created by `crashed-engine` with a
+/// lapsed lease, fence 1, every step pending. Written with plain SQL, as that engine would have
+/// (the values are the test's own, so they are written into the SQL as literals).
 pub async fn plant_instance(
     db: &Db,
     gid: &str,
@@ -170,51 +171,33 @@ pub async fn plant_instance(
     now: i64,
 ) {
     let (saga, fingerprint) = saga;
-    let instance = r"
-        INSERT INTO saga_instance (
-            gid, saga, fingerprint, input, status, phase, next_wake_at, owner, lease_until,
-            fence, created_at, updated_at
-        )
-        VALUES ($1, $2, $3, $4, 'running', 'forward', $5, 'crashed-engine', 0, 1, $5, $5)";
-    let step = r"
-        INSERT INTO saga_step (
-            gid, idx, name, status, attempts, compensate_attempts, attempts_base,
-            compensate_attempts_base, updated_at
-        )
-        VALUES ($1, $2, $3, 'pending', 0, 0, 0, 0, $4)";
-    let input = input.to_string();
+    let mut sql = format!(
+        "INSERT INTO saga_instance (gid, saga, fingerprint, input, status, phase, next_wake_at, owner, \
+         lease_until, fence, created_at, updated_at) \
+         VALUES ('{gid}', '{saga}', '{fingerprint}', '{input}', 'running', 'forward', {now}, \
+         'crashed-engine', 0, 1, {now}, {now});"
+    );
+    for (idx, name) in steps.iter().enumerate() {
+        sql.push_str(&format!(
+            "INSERT INTO saga_step (gid, idx, name, status, attempts, compensate_attempts, attempts_base, \
+             compensate_attempts_base, updated_at) VALUES ('{gid}', {idx}, '{name}', 'pending', 0, 0, 0, 0, {now});"
+        ));
+    }
+    let sql = sqlx::AssertSqlSafe(sql);
     match db.backend {
         Backend::Sqlite => {
             let pool = saga_core::store::sqlite::open_pool(&db.sqlite_path(), false, 1)
                 .await
                 .unwrap();
-            let q = sqlx::query(instance)
-                .bind(gid)
-                .bind(saga)
-                .bind(fingerprint)
-                .bind(&input);
-            q.bind(now).execute(&pool).await.unwrap();
-            for (idx, name) in steps.iter().enumerate() {
-                let q = sqlx::query(step).bind(gid).bind(idx as i64).bind(*name);
-                q.bind(now).execute(&pool).await.unwrap();
-            }
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
         }
         Backend::Postgres => {
             let pool = PgPool::connect(db.pg_url.as_deref().unwrap())
                 .await
                 .unwrap();
-            let q = sqlx::query(instance)
-                .bind(gid)
-                .bind(saga)
-                .bind(fingerprint)
-                .bind(&input);
-            q.bind(now).execute(&pool).await.unwrap();
-            for (idx, name) in steps.iter().enumerate() {
-                let q = sqlx::query(step).bind(gid).bind(idx as i64).bind(*name);
-                q.bind(now).execute(&pool).await.unwrap();
-            }
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
         }
-    }
+    };
 }
 
 /// A participant's own database: each applied action or undo is one row of `effect`, written

@@ -14,32 +14,13 @@ use sqlx::sqlite::{
 };
 
 use super::StoreError;
-use super::backend::{Dialect, Statements};
+use super::backend::{Dialect, Statements, statements};
 
 impl Dialect for Sqlite {
     const BACKEND_NAME: &'static str = "sqlite";
-    const SQL: Statements = Statements {
-        batch: include_str!("batch.sql"),
-        // A statement of the batch that fails leaves its BEGIN open.
-        after_failed_batch: Some("ROLLBACK"),
-        load: include_str!("load.sql"),
-        definition: include_str!("definition.sql"),
-        attempts: include_str!("attempts.sql"),
-        list_all: include_str!("list_all.sql"),
-        list_status: include_str!("list_status.sql"),
-        count_by_status: include_str!("count_by_status.sql"),
-        claim_due: include_str!("claim_due.sql"),
-        claim_own: include_str!("claim_own.sql"),
-        claim_one: include_str!("claim_one.sql"),
-        renew: include_str!("renew.sql"),
-        own_expired: include_str!("own_expired.sql"),
-        release_owner: include_str!("release_owner.sql"),
-        cleanup: [
-            include_str!("cleanup_steps.sql"),
-            include_str!("cleanup_attempts.sql"),
-            include_str!("cleanup_instances.sql"),
-        ],
-    };
+    const SQL: Statements = statements!();
+    // A statement of the batch that fails leaves its BEGIN open.
+    const AFTER_FAILED_BATCH: Option<&'static str> = Some("ROLLBACK");
     // SQLite has one writer connection.
     const WRITERS: usize = 1;
 
