@@ -339,7 +339,7 @@ fn mermaid(input: &Input<'_>) -> String {
     let mut out = String::from("flowchart LR\n");
     for (i, step) in input.steps().iter().enumerate() {
         let label = match step.compensation() {
-            Some(c) => format!("{}<br/>undo: {c}", step.name),
+            Some(c) => format!("{}<br/>compensate: {c}", step.name),
             None => format!(
                 "{}<br/>{}",
                 step.name,

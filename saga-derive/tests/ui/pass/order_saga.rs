@@ -81,5 +81,5 @@ fn main() {
     assert_eq!(def.name, "submit_order");
     assert!(def.steps.iter().all(|s| s.kind == StepKind::Compensatable));
     assert_eq!(def.steps[3].compensation, Some("pay_create_revert"));
-    assert!(SubmitOrder::DIAGRAM.contains("pay_create<br/>undo: pay_create_revert"));
+    assert!(SubmitOrder::DIAGRAM.contains("pay_create<br/>compensate: pay_create_revert"));
 }
