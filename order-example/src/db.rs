@@ -1,210 +1,384 @@
-//! The four participant databases: one SQLite file each under `--data-dir`, or one schema each
-//! in the PostgreSQL database of `--database-url`. Business tables come from embedded
-//! migrations; a fresh data set is seeded once.
+//! Where the order system keeps its data, and the one module that tells SQLite from PostgreSQL.
+//!
+//! A [`Location`] comes from `--data-dir` or `--database-url` (docs/contract.md, "CLI") and opens
+//! every part of the system: one SQLite file per part, or one schema per part in one PostgreSQL
+//! database. Each open database is a [`Db`]. Statements are written once, with `$1`, `$2`, ...
+//! placeholders (both databases read them), and run with [`sql`] on a [`Db`] or on the [`Tx`] of
+//! an open transaction. The two databases differ only in how a pool is opened and how a write
+//! transaction begins.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use axum::response::Response;
+use saga_core::BoxFuture;
+use saga_core::StepError;
+use saga_core::http::SagaHeaders;
 use saga_core::store::{self, Store, StoreError};
+use serde::Serialize;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{
+    Arguments, Database, Decode, Encode, FromRow, PgConnection, PgPool, Postgres, Sqlite,
+    SqliteConnection, SqlitePool, Transaction, Type,
+};
 
-/// A participant's database.
-#[derive(Clone, Debug)]
-pub enum Db {
-    /// A SQLite file.
-    Sqlite(sqlx::SqlitePool),
-    /// A schema in a PostgreSQL database.
-    Postgres(sqlx::PgPool),
-}
+/// Connections of a service's PostgreSQL pool. A SQLite service has one connection: SQLite has
+/// a single writer, so its writers queue in the pool instead of sleeping on the file lock.
+const PG_POOL_SIZE: u32 = 16;
 
-/// The four services' databases.
-#[derive(Clone, Debug)]
-pub struct Services {
-    /// Orders.
-    pub order: Db,
-    /// Stock.
-    pub stock: Db,
-    /// Coupons.
-    pub coupon: Db,
-    /// Payments.
-    pub payment: Db,
-}
-
-/// Where the data lives.
+/// Where the data lives: SQLite files in a directory, or a PostgreSQL database.
 #[derive(Clone, Debug)]
 pub enum Location {
-    /// SQLite files in this directory.
+    /// SQLite files in this directory: `{part}.db` each.
     Dir(PathBuf),
-    /// A PostgreSQL database.
+    /// A PostgreSQL database: one schema per part, each with its own pool.
     Url(String),
 }
 
-/// The seed of a fresh data set: product 1 with stock 100, product 2 with stock 200, coupons
-/// 101 to 105 owned by user 1, unused.
-pub const DEFAULT_STOCK: [(i64, i64); 2] = [(1, 100), (2, 200)];
-/// Default coupons `(coupon_id, user_id)`.
-pub const DEFAULT_COUPONS: [(i64, i64); 5] = [(101, 1), (102, 1), (103, 1), (104, 1), (105, 1)];
-
-fn migrator(service: &str) -> sqlx::migrate::Migrator {
-    let mut m = match service {
-        "orders" => sqlx::migrate!("./migrations/order"),
-        "stock" => sqlx::migrate!("./migrations/stock"),
-        "coupons" => sqlx::migrate!("./migrations/coupon"),
-        _ => sqlx::migrate!("./migrations/payment"),
-    };
-    m.dangerous_set_table_name("_order_example_migrations");
-    m
-}
-
-fn sqlite_file(dir: &Path, part: &str) -> PathBuf {
-    let name = match part {
-        "orders" => "order.db",
-        "stock" => "stock.db",
-        "coupons" => "coupon.db",
-        "payments" => "payment.db",
-        _ => "saga.db",
-    };
-    dir.join(name)
-}
-
-async fn open_service(loc: &Location, part: &str) -> anyhow::Result<Db> {
-    let db = match loc {
-        Location::Dir(dir) => {
-            let pool = store::sqlite::open_pool(&sqlite_file(dir, part), true, 1).await?;
-            migrator(part).run(&pool).await?;
-            saga_core::barrier::migrate_sqlite(&pool).await?;
-            Db::Sqlite(pool)
-        }
-        Location::Url(url) => {
-            let pool = store::postgres::open_pool(url, Some(part), 16).await?;
-            migrator(part).run(&pool).await?;
-            saga_core::barrier::migrate_postgres(&pool).await?;
-            Db::Postgres(pool)
-        }
-    };
-    Ok(db)
-}
-
-/// Opens (creating and migrating if needed) the four services' databases and seeds a fresh
-/// data set.
-pub async fn open_services(loc: &Location) -> anyhow::Result<Services> {
-    if let Location::Dir(dir) = loc {
-        std::fs::create_dir_all(dir)?;
-    }
-    let services = Services {
-        order: open_service(loc, "orders").await?,
-        stock: open_service(loc, "stock").await?,
-        coupon: open_service(loc, "coupons").await?,
-        payment: open_service(loc, "payments").await?,
-    };
-    seed_if_fresh(&services).await?;
-    Ok(services)
-}
-
-/// Opens the engine's store.
-pub async fn open_store(loc: &Location) -> Result<Store, StoreError> {
-    match loc {
-        Location::Dir(dir) => {
-            Store::sqlite(
-                sqlite_file(dir, "saga"),
-                store::sqlite::SqliteOptions::default(),
-            )
-            .await
-        }
-        Location::Url(url) => Store::postgres(url, Some("saga"), 16).await,
-    }
-}
-
-/// Seeds the default data set unless it was seeded before. The marker row and the seed commit
-/// together, so concurrent first starts seed once.
-async fn seed_if_fresh(s: &Services) -> anyhow::Result<()> {
-    let fresh = match &s.stock {
-        Db::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let fresh =
-                sqlx::query("INSERT INTO seed_marker (id) VALUES (1) ON CONFLICT DO NOTHING")
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-            if fresh {
-                for (id, n) in DEFAULT_STOCK {
-                    set_stock_sqlite(&mut tx, id, n).await?;
-                }
+impl Location {
+    /// The location the two exclusive flags name; SQLite in `./data` when neither is given.
+    pub fn from_flags(data_dir: Option<PathBuf>, url: Option<String>) -> anyhow::Result<Self> {
+        match (data_dir, url) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("--data-dir and --database-url cannot be used together")
             }
-            tx.commit().await?;
-            fresh
+            (_, Some(url)) => Ok(Location::Url(url)),
+            (dir, None) => Ok(Location::Dir(
+                dir.unwrap_or_else(|| PathBuf::from("./data")),
+            )),
         }
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            let fresh =
-                sqlx::query("INSERT INTO seed_marker (id) VALUES (1) ON CONFLICT DO NOTHING")
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-            if fresh {
-                for (id, n) in DEFAULT_STOCK {
-                    set_stock_pg(&mut tx, id, n).await?;
-                }
+    }
+
+    /// The command-line flags that name this location (for a child `serve` or `seed`).
+    pub fn flags(&self) -> [String; 2] {
+        match self {
+            Location::Dir(dir) => ["--data-dir".into(), dir.display().to_string()],
+            Location::Url(url) => ["--database-url".into(), url.clone()],
+        }
+    }
+
+    /// Opens (creating if needed) a service's database: the SQLite file `file` or the
+    /// PostgreSQL schema `schema`, with the service's migrations and the barrier table.
+    /// Migrations are safe when several processes start at once (docs/contract.md, "Instance
+    /// id").
+    pub async fn open_service(
+        &self,
+        file: &str,
+        schema: &str,
+        mut migrator: Migrator,
+    ) -> anyhow::Result<Db> {
+        // Kept apart from the engine's and the barrier's migration tables.
+        migrator.dangerous_set_table_name("_order_example_migrations");
+        let db = match self {
+            Location::Dir(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let pool = store::sqlite::open_pool(&dir.join(file), true, 1).await?;
+                migrator.run(&pool).await?;
+                saga_core::barrier::migrate(&pool).await?;
+                Db::Sqlite(pool)
             }
-            tx.commit().await?;
-            fresh
-        }
-    };
-    if fresh {
-        for (id, user) in DEFAULT_COUPONS {
-            set_coupon(&s.coupon, id, user).await?;
-        }
-        tracing::info!("seeded a fresh data set");
+            Location::Url(url) => {
+                let pool = store::postgres::open_pool(url, Some(schema), PG_POOL_SIZE).await?;
+                migrator.run(&pool).await?;
+                saga_core::barrier::migrate(&pool).await?;
+                Db::Postgres(pool)
+            }
+        };
+        Ok(db)
     }
-    Ok(())
-}
 
-const UPSERT_STOCK: &str = "INSERT INTO stock (product_id, stock) VALUES ($1, $2) ON CONFLICT (product_id) DO UPDATE SET stock = excluded.stock";
-const UPSERT_COUPON: &str = "INSERT INTO coupons (coupon_id, user_id, used, order_id) VALUES ($1, $2, 0, NULL) ON CONFLICT (coupon_id) DO UPDATE SET user_id = excluded.user_id, used = 0, order_id = NULL";
-
-async fn set_stock_sqlite(conn: &mut sqlx::SqliteConnection, id: i64, n: i64) -> sqlx::Result<()> {
-    sqlx::query(UPSERT_STOCK)
-        .bind(id)
-        .bind(n)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn set_stock_pg(conn: &mut sqlx::PgConnection, id: i64, n: i64) -> sqlx::Result<()> {
-    sqlx::query(UPSERT_STOCK)
-        .bind(id)
-        .bind(n)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Sets a product's stock (the `seed` command).
-pub async fn set_stock(db: &Db, id: i64, n: i64) -> sqlx::Result<()> {
-    match db {
-        Db::Sqlite(pool) => set_stock_sqlite(&mut *pool.acquire().await?, id, n).await,
-        Db::Postgres(pool) => set_stock_pg(&mut *pool.acquire().await?, id, n).await,
+    /// Opens the saga engine's store: `saga.db`, or the schema `saga`.
+    pub async fn open_store(&self) -> Result<Store, StoreError> {
+        match self {
+            Location::Dir(dir) => {
+                Store::sqlite(dir.join("saga.db"), store::sqlite::SqliteOptions::default()).await
+            }
+            Location::Url(url) => Store::postgres(url, Some("saga"), PG_POOL_SIZE).await,
+        }
     }
 }
 
-/// Sets a coupon's owner and marks it unused (the `seed` command).
-pub async fn set_coupon(db: &Db, id: i64, user: i64) -> sqlx::Result<()> {
-    match db {
-        Db::Sqlite(pool) => {
-            sqlx::query(UPSERT_COUPON)
-                .bind(id)
-                .bind(user)
+/// One service's database.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// A SQLite file.
+    Sqlite(SqlitePool),
+    /// A schema in a PostgreSQL database.
+    Postgres(PgPool),
+}
+
+/// The connection of an open transaction, in either database: the barrier's, handed to a
+/// participant's business code, or one of [`Db::transaction`].
+pub enum Tx<'c> {
+    /// On SQLite.
+    Sqlite(&'c mut SqliteConnection),
+    /// On PostgreSQL.
+    Postgres(&'c mut PgConnection),
+}
+
+/// Business code run in a [`Tx`]: it may borrow the transaction, nothing else of its
+/// environment (move owned values in).
+pub type Work<'c, T, E> = BoxFuture<'c, Result<T, E>>;
+
+impl Db {
+    /// Runs `business` inside the barrier of the step call `saga` on this database and answers
+    /// with saga_core's reply for the outcome (see [`SagaHeaders::call`]).
+    pub async fn call<T, F>(&self, saga: &SagaHeaders, business: F) -> Response
+    where
+        T: Serialize,
+        F: for<'c> FnOnce(Tx<'c>) -> Work<'c, T, StepError>,
+    {
+        match self {
+            Db::Sqlite(pool) => {
+                saga.call::<Sqlite, _, _, _>(pool, move |conn| business(Tx::Sqlite(conn)))
+                    .await
+            }
+            Db::Postgres(pool) => {
+                saga.call::<Postgres, _, _, _>(pool, move |conn| business(Tx::Postgres(conn)))
+                    .await
+            }
+        }
+    }
+
+    /// Runs `work` in a transaction of its own, committed when it succeeds and rolled back when
+    /// it fails. On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// that racing writers wait for each other instead of failing on the upgrade.
+    pub async fn transaction<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        E: From<sqlx::Error>,
+        F: for<'c> FnOnce(Tx<'c>) -> Work<'c, T, E>,
+    {
+        match self {
+            Db::Sqlite(pool) => {
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                commit_after(tx, move |conn| work(Tx::Sqlite(conn))).await
+            }
+            Db::Postgres(pool) => {
+                let tx = pool.begin().await?;
+                commit_after(tx, move |conn| work(Tx::Postgres(conn))).await
+            }
+        }
+    }
+}
+
+/// Runs `work` in `tx` and commits if it succeeds; a failed transaction rolls back when dropped.
+async fn commit_after<DB, T, E, F>(mut tx: Transaction<'_, DB>, work: F) -> Result<T, E>
+where
+    DB: Database,
+    E: From<sqlx::Error>,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> Work<'c, T, E>,
+{
+    let value = work(&mut tx).await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+/// A value that both databases can bind to a parameter.
+pub trait Param:
+    for<'q> Encode<'q, Sqlite> + Type<Sqlite> + for<'q> Encode<'q, Postgres> + Type<Postgres>
+{
+}
+
+impl<T> Param for T where
+    T: for<'q> Encode<'q, Sqlite> + Type<Sqlite> + for<'q> Encode<'q, Postgres> + Type<Postgres>
+{
+}
+
+/// A column value that both databases can decode.
+pub trait Scalar:
+    for<'r> Decode<'r, Sqlite>
+    + Type<Sqlite>
+    + for<'r> Decode<'r, Postgres>
+    + Type<Postgres>
+    + Send
+    + Unpin
+{
+}
+
+impl<T> Scalar for T where
+    T: for<'r> Decode<'r, Sqlite>
+        + Type<Sqlite>
+        + for<'r> Decode<'r, Postgres>
+        + Type<Postgres>
+        + Send
+        + Unpin
+{
+}
+
+/// A row (a tuple of columns) that both databases can decode.
+pub trait Record:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+impl<T> Record for T where
+    T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+/// Where a [`Statement`] runs: a database's pool, or an open transaction.
+pub enum Target<'e> {
+    /// A connection of a SQLite pool, outside any transaction.
+    SqlitePool(&'e SqlitePool),
+    /// A SQLite transaction.
+    SqliteTx(&'e mut SqliteConnection),
+    /// A connection of a PostgreSQL pool, outside any transaction.
+    PgPool(&'e PgPool),
+    /// A PostgreSQL transaction.
+    PgTx(&'e mut PgConnection),
+}
+
+impl<'e> From<&'e Db> for Target<'e> {
+    fn from(db: &'e Db) -> Self {
+        match db {
+            Db::Sqlite(pool) => Target::SqlitePool(pool),
+            Db::Postgres(pool) => Target::PgPool(pool),
+        }
+    }
+}
+
+impl<'e> From<&'e mut Tx<'_>> for Target<'e> {
+    fn from(tx: &'e mut Tx<'_>) -> Self {
+        match tx {
+            Tx::Sqlite(conn) => Target::SqliteTx(conn),
+            Tx::Postgres(conn) => Target::PgTx(conn),
+        }
+    }
+}
+
+/// A statement and its parameters, for either database. Build it with [`sql`].
+pub struct Statement {
+    text: &'static str,
+    sqlite: SqliteArguments,
+    postgres: PgArguments,
+    /// The first value that could not be encoded, reported when the statement runs.
+    unbindable: Option<BoxDynError>,
+}
+
+/// The statement `text`, with `$1`, `$2`, ... placeholders; bind their values in order.
+pub fn sql(text: &'static str) -> Statement {
+    Statement {
+        text,
+        sqlite: SqliteArguments::default(),
+        postgres: PgArguments::default(),
+        unbindable: None,
+    }
+}
+
+impl Statement {
+    /// Binds the next parameter.
+    pub fn bind(mut self, value: impl Param) -> Self {
+        // Bound for both databases: which one runs the statement is known only then.
+        let bound = self
+            .sqlite
+            .add(&value)
+            .and_then(|()| self.postgres.add(&value));
+        if let Err(e) = bound {
+            self.unbindable.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Runs the statement and returns how many rows it changed.
+    pub async fn execute<'e>(self, target: impl Into<Target<'e>>) -> sqlx::Result<u64> {
+        let Statement {
+            text,
+            sqlite,
+            postgres,
+            ..
+        } = self.checked()?;
+        let changed = match target.into() {
+            Target::SqlitePool(pool) => sqlx::query_with(text, sqlite)
                 .execute(pool)
-                .await?;
-        }
-        Db::Postgres(pool) => {
-            sqlx::query(UPSERT_COUPON)
-                .bind(id)
-                .bind(user)
+                .await?
+                .rows_affected(),
+            Target::SqliteTx(conn) => sqlx::query_with(text, sqlite)
+                .execute(conn)
+                .await?
+                .rows_affected(),
+            Target::PgPool(pool) => sqlx::query_with(text, postgres)
                 .execute(pool)
-                .await?;
+                .await?
+                .rows_affected(),
+            Target::PgTx(conn) => sqlx::query_with(text, postgres)
+                .execute(conn)
+                .await?
+                .rows_affected(),
+        };
+        Ok(changed)
+    }
+
+    /// Runs the query and returns its first row, if any.
+    pub async fn fetch_optional<'e, R: Record>(
+        self,
+        target: impl Into<Target<'e>>,
+    ) -> sqlx::Result<Option<R>> {
+        let Statement {
+            text,
+            sqlite,
+            postgres,
+            ..
+        } = self.checked()?;
+        match target.into() {
+            Target::SqlitePool(pool) => {
+                sqlx::query_as_with(text, sqlite).fetch_optional(pool).await
+            }
+            Target::SqliteTx(conn) => sqlx::query_as_with(text, sqlite).fetch_optional(conn).await,
+            Target::PgPool(pool) => {
+                sqlx::query_as_with(text, postgres)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Target::PgTx(conn) => {
+                sqlx::query_as_with(text, postgres)
+                    .fetch_optional(conn)
+                    .await
+            }
         }
     }
-    Ok(())
+
+    /// Runs the query and returns the first column of its first row, if any.
+    pub async fn fetch_optional_scalar<'e, T: Scalar>(
+        self,
+        target: impl Into<Target<'e>>,
+    ) -> sqlx::Result<Option<T>> {
+        let Statement {
+            text,
+            sqlite,
+            postgres,
+            ..
+        } = self.checked()?;
+        match target.into() {
+            Target::SqlitePool(pool) => {
+                sqlx::query_scalar_with(text, sqlite)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Target::SqliteTx(conn) => {
+                sqlx::query_scalar_with(text, sqlite)
+                    .fetch_optional(conn)
+                    .await
+            }
+            Target::PgPool(pool) => {
+                sqlx::query_scalar_with(text, postgres)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Target::PgTx(conn) => {
+                sqlx::query_scalar_with(text, postgres)
+                    .fetch_optional(conn)
+                    .await
+            }
+        }
+    }
+
+    /// The statement, or the error of a value that could not be bound.
+    fn checked(mut self) -> sqlx::Result<Self> {
+        match self.unbindable.take() {
+            Some(e) => Err(sqlx::Error::Encode(e)),
+            None => Ok(self),
+        }
+    }
 }

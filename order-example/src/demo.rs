@@ -273,7 +273,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     heading(
         5,
         "A participant crashes after its commit",
-        "stock.deduct commits, then the process dies before replying; after a restart the engine retries, the barrier absorbs the repeat: stock moves once.",
+        "stock.deduct commits, then the process dies before replying; after a restart the engine \
+         retries, the barrier absorbs the repeat: stock moves once.",
     );
     let mut crashing = Server::start(&dir, &["--fault", "stock.deduct:crash_after_commit"])?;
     let base5 = crashing.base.clone();
@@ -291,7 +292,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     heading(
         6,
         "A slow stock deduction times out",
-        "stock.deduct sleeps 2.5 s, the step timeout is 0.5 s and the deadline 1.5 s: the saga is compensated; when the late deduction arrives the barrier refuses it (hang prevention).",
+        "stock.deduct sleeps 2.5 s, the step timeout is 0.5 s and the deadline 1.5 s: the saga is \
+         compensated; when the late deduction arrives the barrier refuses it (hang prevention).",
     );
     let server = Server::start(
         &dir,

@@ -1,12 +1,25 @@
-//! Fault injection: `--fault <service>.<op>:<kind>[:<count>]`, for tests and the demo.
+//! Fault injection: `--fault <service>.<op>:<kind>[:<count>]`, for tests and the demo
+//! (docs/contract.md, "Fault injection").
 //!
-//! A fault fires on every call that reaches its endpoint, whether the barrier then runs the
-//! business code or absorbs it. Several specs on one point fire in command-line order.
+//! A point is one participant endpoint. Its faults fire on every call that reaches it, whether
+//! the barrier then runs the business code or absorbs it, and several specs on one point fire
+//! in command-line order. They live beside the business code, never in a handler: [`inject`], a
+//! middleware, answers `error` and `fail` and sleeps `delay_ms` before the handler, and dies
+//! after it for `crash_after_commit`; `crash_before_commit` is a [`BeforeCommit`] hook that the
+//! barrier runs inside the local transaction, after the barrier and the business work.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use saga_core::Op;
+use saga_core::http::{BeforeCommit, Committed, error_response};
 
 /// A place where a fault can fire: one participant endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,27 +47,83 @@ pub enum Point {
 }
 
 impl Point {
-    /// Every point with its spec name.
-    pub const ALL: [(Point, &'static str); 10] = [
-        (Point::OrderCreate, "order.create"),
-        (Point::OrderCreateRevert, "order.create_revert"),
-        (Point::StockDeduct, "stock.deduct"),
-        (Point::StockDeductRevert, "stock.deduct_revert"),
-        (Point::CouponUse, "coupon.use"),
-        (Point::CouponUseRevert, "coupon.use_revert"),
-        (Point::PaymentCreate, "payment.create"),
-        (Point::PaymentCreateRevert, "payment.create_revert"),
-        (Point::PaymentCapture, "payment.capture"),
-        (Point::OrderMarkPaid, "order.mark_paid"),
+    /// Every point with its spec name and the step call its endpoint serves: the step's
+    /// persisted name (`Saga-Branch`) and the op (`Saga-Op`).
+    pub const ALL: [(Point, &'static str, &'static str, Op); 10] = [
+        (
+            Point::OrderCreate,
+            "order.create",
+            "order_create",
+            Op::Action,
+        ),
+        (
+            Point::OrderCreateRevert,
+            "order.create_revert",
+            "order_create",
+            Op::Compensate,
+        ),
+        (
+            Point::StockDeduct,
+            "stock.deduct",
+            "stock_deduct",
+            Op::Action,
+        ),
+        (
+            Point::StockDeductRevert,
+            "stock.deduct_revert",
+            "stock_deduct",
+            Op::Compensate,
+        ),
+        (Point::CouponUse, "coupon.use", "coupon_use", Op::Action),
+        (
+            Point::CouponUseRevert,
+            "coupon.use_revert",
+            "coupon_use",
+            Op::Compensate,
+        ),
+        (
+            Point::PaymentCreate,
+            "payment.create",
+            "pay_create",
+            Op::Action,
+        ),
+        (
+            Point::PaymentCreateRevert,
+            "payment.create_revert",
+            "pay_create",
+            Op::Compensate,
+        ),
+        (
+            Point::PaymentCapture,
+            "payment.capture",
+            "payment_capture",
+            Op::Action,
+        ),
+        (
+            Point::OrderMarkPaid,
+            "order.mark_paid",
+            "order_mark_paid",
+            Op::Action,
+        ),
     ];
+
+    fn entry(self) -> (Point, &'static str, &'static str, Op) {
+        Point::ALL[self as usize]
+    }
 
     /// The spec name, `service.op`.
     pub fn name(self) -> &'static str {
-        Point::ALL
-            .iter()
-            .find(|(p, _)| *p == self)
-            .map(|(_, n)| *n)
-            .unwrap_or("?")
+        self.entry().1
+    }
+
+    /// The persisted name of the step whose endpoint this is (`Saga-Branch`).
+    pub fn step(self) -> &'static str {
+        self.entry().2
+    }
+
+    /// The op the endpoint serves (`Saga-Op`).
+    pub fn op(self) -> Op {
+        self.entry().3
     }
 }
 
@@ -95,7 +164,8 @@ impl Fault {
 /// A malformed or unknown `--fault` spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid --fault `{spec}`: {why} (expected <service>.<op>:<kind>[:<count>], e.g. stock.deduct:crash_after_commit:1)"
+    "invalid --fault `{spec}`: {why} \
+     (expected <service>.<op>:<kind>[:<count>], e.g. stock.deduct:crash_after_commit:1)"
 )]
 pub struct FaultSpecError {
     spec: String,
@@ -114,10 +184,10 @@ impl FromStr for Fault {
         let point_name = parts.next().unwrap_or_default();
         let point = Point::ALL
             .iter()
-            .find(|(_, n)| *n == point_name)
-            .map(|(p, _)| *p)
+            .find(|(_, name, ..)| *name == point_name)
+            .map(|(point, ..)| *point)
             .ok_or_else(|| {
-                let names: Vec<_> = Point::ALL.iter().map(|(_, n)| *n).collect();
+                let names: Vec<_> = Point::ALL.iter().map(|(_, name, ..)| *name).collect();
                 err(format!(
                     "unknown point `{point_name}`; one of {}",
                     names.join(", ")
@@ -139,7 +209,8 @@ impl FromStr for Fault {
                 })?)),
                 None => {
                     return Err(err(format!(
-                        "unknown kind `{other}`; one of error, fail, crash_before_commit, crash_after_commit, delay_ms=N"
+                        "unknown kind `{other}`; one of error, fail, crash_before_commit, \
+                         crash_after_commit, delay_ms=N"
                     )));
                 }
             },
@@ -171,7 +242,7 @@ impl fmt::Display for Fault {
 
 /// What the endpoint must do before its work, after the faults that fire first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Before {
+enum Before {
     /// Go on.
     Proceed,
     /// Answer HTTP 500.
@@ -194,7 +265,7 @@ impl Faults {
 
     /// Fires the faults that act before any work, in command-line order: delays sleep, the
     /// first `error` or `fail` that fires decides the reply.
-    pub async fn before(&self, point: Point) -> Before {
+    async fn before(&self, point: Point) -> Before {
         for fault in self.faults.iter().filter(|f| f.point == point) {
             match fault.kind {
                 Kind::Delay(d) if fault.take() => {
@@ -219,13 +290,20 @@ impl Faults {
         Before::Proceed
     }
 
+    /// Whether a fault of `kind` was configured for `point`, fired or not.
+    fn has(&self, point: Point, kind: Kind) -> bool {
+        self.faults
+            .iter()
+            .any(|f| f.point == point && f.kind == kind)
+    }
+
     /// Dies here if a `crash_before_commit` fault fires for `point`.
-    pub fn crash_before_commit(&self, point: Point) {
+    fn crash_before_commit(&self, point: Point) {
         self.crash(point, Kind::CrashBeforeCommit, "crash_before_commit");
     }
 
     /// Dies here if a `crash_after_commit` fault fires for `point`.
-    pub fn crash_after_commit(&self, point: Point) {
+    fn crash_after_commit(&self, point: Point) {
         self.crash(point, Kind::CrashAfterCommit, "crash_after_commit");
     }
 
@@ -241,9 +319,48 @@ impl Faults {
     }
 }
 
+/// The faults of `point` around the rest of the request (middleware): delays, then `error`
+/// (500) or `fail` (409) before the handler; `crash_before_commit` as the request's
+/// [`BeforeCommit`] hook; `crash_after_commit` once the reply says the barrier's transaction
+/// committed ([`Committed`]), before the reply leaves.
+///
+/// Run it only for calls the endpoint accepts: a call refused with 400, 413 or 422 never
+/// reaches a fault.
+pub async fn inject(
+    faults: Arc<Faults>,
+    point: Point,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match faults.before(point).await {
+        Before::Proceed => {}
+        Before::Error => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "injected error");
+        }
+        Before::Fail(reason) => return error_response(StatusCode::CONFLICT, reason),
+    }
+    if faults.has(point, Kind::CrashBeforeCommit) {
+        let faults = faults.clone();
+        let hook = BeforeCommit::new(move |_| faults.crash_before_commit(point));
+        request.extensions_mut().insert(hook);
+    }
+    let response = next.run(request).await;
+    if response.extensions().get::<Committed>().is_some() {
+        faults.crash_after_commit(point);
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_point_is_listed_once_in_declaration_order() {
+        for (i, (point, ..)) in Point::ALL.iter().enumerate() {
+            assert_eq!(*point as usize, i, "{point:?}");
+        }
+    }
 
     #[test]
     fn specs_parse_with_and_without_count() {

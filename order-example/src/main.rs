@@ -11,9 +11,9 @@ mod demo;
 mod direct;
 mod faults;
 mod model;
-mod participants;
 mod saga;
 mod server;
+mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,14 +89,14 @@ fn parse_coupon(s: &str) -> Result<(i64, i64), String> {
 }
 
 async fn seed(args: SeedArgs) -> anyhow::Result<()> {
-    let loc = server::location(args.data_dir, args.database_url)?;
-    let services = db::open_services(&loc).await?;
+    let location = db::Location::from_flags(args.data_dir, args.database_url)?;
+    let services = services::Services::open(&location).await?;
     for (id, n) in &args.stock {
-        db::set_stock(&services.stock, *id, *n).await?;
+        services::stock::set(&services.stock, *id, *n).await?;
         println!("stock of product {id} set to {n}");
     }
     for (id, user) in &args.coupon {
-        db::set_coupon(&services.coupon, *id, *user).await?;
+        services::coupon::set_owner(&services.coupon, *id, *user).await?;
         println!("coupon {id} belongs to user {user}, unused");
     }
     Ok(())

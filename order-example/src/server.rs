@@ -10,10 +10,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use saga_core::engine::{Engine, EngineConfig};
 
 use crate::api::{self, Api};
-use crate::db::{self, Location};
+use crate::db::Location;
 use crate::faults::{Fault, Faults};
-use crate::participants::{self, Participants};
 use crate::saga::{HttpSteps, PayOrder, SubmitOrder};
+use crate::services::{self, Services};
 
 /// Arguments of `serve`.
 #[derive(clap::Args, Debug, Clone)]
@@ -60,19 +60,6 @@ pub struct ServeArgs {
     pub max_attempts: u32,
 }
 
-/// Where the data lives, from the two exclusive flags.
-pub fn location(data_dir: Option<PathBuf>, url: Option<String>) -> anyhow::Result<Location> {
-    match (data_dir, url) {
-        (Some(_), Some(_)) => {
-            anyhow::bail!("--data-dir and --database-url cannot be used together")
-        }
-        (_, Some(url)) => Ok(Location::Url(url)),
-        (dir, None) => Ok(Location::Dir(
-            dir.unwrap_or_else(|| PathBuf::from("./data")),
-        )),
-    }
-}
-
 /// Logs to stderr; `RUST_LOG` overrides `default`.
 pub fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -112,12 +99,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| s.parse::<Fault>())
         .collect::<Result<_, _>>()?;
-    let loc = location(args.data_dir.clone(), args.database_url.clone())?;
+    let location = Location::from_flags(args.data_dir.clone(), args.database_url.clone())?;
     let metrics = install_metrics();
-    let services = db::open_services(&loc)
+    let services = Services::open(&location)
         .await
         .context("opening the service databases")?;
-    let store = db::open_store(&loc)
+    let store = location
+        .open_store()
         .await
         .context("opening the saga store")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -150,11 +138,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .await
         .context("starting the saga engine")?;
-    let participants = participants::router(Participants {
-        services: services.clone(),
-        faults: Arc::new(Faults::new(faults)),
-    })
-    .merge(crate::direct::router(services.clone()));
+    let participants = services::router(&services, &Arc::new(Faults::new(faults)))
+        .merge(crate::direct::router(services.clone()));
     let app = api::router(
         Api {
             engine: engine.clone(),

@@ -11,31 +11,30 @@
 //! | 425, 503                                | retry later                                    |
 //! | anything else, a timeout, no connection | in doubt: retried (the barrier absorbs repeats) |
 //!
-//! - Participant side: the [`SagaHeaders`] extractor, and [`IntoResponse`] for
-//!   [`BarrierOutcome`], [`BarrierError`], [`StepError`] and [`Retry`], so that a handler is the
-//!   barrier call itself:
+//! - Participant side: the [`SagaHeaders`] extractor, [`SagaHeaders::call`] (the barrier call
+//!   of the request, answered as a reply), and [`IntoResponse`] for [`BarrierOutcome`],
+//!   [`BarrierError`], [`StepError`] and [`Retry`], so that a handler is the barrier call itself:
 //!
 //! ```
 //! use axum::extract::State;
-//! use saga_core::StepError;
-//! use saga_core::barrier::{BarrierError, BarrierOutcome};
+//! use axum::response::{IntoResponse, Response};
+//! use saga_core::{Op, StepError};
 //! use saga_core::http::SagaHeaders;
 //! use sqlx::SqlitePool;
 //!
-//! async fn stock_deduct(
-//!     headers: SagaHeaders,
-//!     State(pool): State<SqlitePool>,
-//! ) -> Result<BarrierOutcome<()>, BarrierError<StepError>> {
+//! async fn stock_deduct(headers: SagaHeaders, State(pool): State<SqlitePool>) -> Response {
+//!     if let Err(rejection) = headers.expect("stock_deduct", &[Op::Action]) {
+//!         return rejection.into_response();
+//!     }
 //!     headers
-//!         .barrier()
 //!         .call(&pool, |conn| {
 //!             Box::pin(async move {
+//!                 // A database error is a retry (503): `?` converts it.
 //!                 let done = sqlx::query(
 //!                     "UPDATE stock SET stock = stock - 1 WHERE product_id = 1 AND stock >= 1",
 //!                 )
 //!                 .execute(&mut *conn)
-//!                 .await
-//!                 .map_err(|e| StepError::retry(e.to_string()))?;
+//!                 .await?;
 //!                 if done.rows_affected() == 0 {
 //!                     return Err(StepError::failure("not enough stock"));
 //!                 }
@@ -49,8 +48,15 @@
 //!     axum::Router::new().route("/api/busi/stockDeduct", axum::routing::post(stock_deduct));
 //! ```
 //!
+//! Layers around such handlers act on both sides of the commit without touching them: a
+//! [`BeforeCommit`] request extension runs inside the barrier's transaction just before its
+//! commit, and a reply made from a [`BarrierOutcome`] carries a [`Committed`] response extension
+//! once the transaction has committed.
+//!
 //! - Coordinator side: [`StepClient`] sends the headers and maps the reply to a step result.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -60,8 +66,11 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::Pool;
 
-use crate::barrier::{self, Barrier, BarrierError, BarrierOutcome, InvalidKey};
+use crate::barrier::{
+    self, Barrier, BarrierDatabase, BarrierError, BarrierOutcome, BusinessFuture, InvalidKey,
+};
 use crate::step::{Op, Retry, StepContext, StepError};
 
 /// Header carrying the saga instance's gid.
@@ -79,8 +88,11 @@ pub const CANCELLED_REASON: &str = "compensated before the action ran";
 /// The barrier identity of a step call, read from the request headers.
 ///
 /// Rejects the request with 400 and `{"error": "..."}` naming the header when one is missing or
-/// invalid (see [`barrier::validate_gid`], [`barrier::validate_branch`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// invalid (see [`barrier::validate_gid`], [`barrier::validate_branch`]). The extractor also
+/// picks up a [`BeforeCommit`] hook that a layer attached to the request, for
+/// [`SagaHeaders::call`]. Two values are equal when they name the same call, whatever hook they
+/// carry.
+#[derive(Debug, Clone)]
 pub struct SagaHeaders {
     /// `Saga-Gid`: the saga instance's gid.
     pub gid: String,
@@ -90,10 +102,21 @@ pub struct SagaHeaders {
     pub op: Op,
     /// `Saga-Barrier`: the number of the first barrier call, if sent.
     pub barrier: Option<u32>,
+    before_commit: Option<BeforeCommit>,
 }
 
+impl PartialEq for SagaHeaders {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.gid, &self.branch, self.op, self.barrier)
+            == (&other.gid, &other.branch, other.op, other.barrier)
+    }
+}
+
+impl Eq for SagaHeaders {}
+
 impl SagaHeaders {
-    /// The barrier for this call; each of its calls takes the next barrier id.
+    /// The barrier for this call, numbered from `Saga-Barrier` (default 1); each of its calls
+    /// takes the next barrier id.
     pub fn barrier(&self) -> Barrier {
         Barrier::validated(
             self.gid.clone(),
@@ -101,6 +124,44 @@ impl SagaHeaders {
             self.op,
             self.barrier.unwrap_or(1),
         )
+    }
+
+    /// Runs `business` inside this call's barrier on `pool` and answers with the outcome: the
+    /// handler of a participant endpoint in one call.
+    ///
+    /// The barrier is [`SagaHeaders::barrier`] (so `Saga-Barrier` is honoured), opened with
+    /// [`Barrier::call_with_hook`]: the request's [`BeforeCommit`] hook, if a layer attached
+    /// one, runs inside the transaction just before the commit. The reply is the
+    /// [`IntoResponse`] mapping of the result: 200 with the output, 200 for a duplicate or a
+    /// null compensation, 409 [`CANCELLED_REASON`] for a late action, the business error's own
+    /// reply (409 for [`StepError::Failure`], 503 for [`StepError::Retry`]), 503 for a database
+    /// error.
+    ///
+    /// Each call starts from the first barrier id again: a handler that makes several barrier
+    /// calls takes [`SagaHeaders::barrier`] once and calls it instead.
+    pub async fn call<DB, T, E, F>(&self, pool: &Pool<DB>, business: F) -> Response
+    where
+        DB: BarrierDatabase,
+        T: Serialize,
+        E: IntoResponse,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
+    {
+        let hook = self.before_commit.clone();
+        self.barrier()
+            .call_with_hook(pool, business, |outcome| {
+                if let Some(hook) = hook {
+                    hook.run(outcome.as_str());
+                }
+            })
+            .await
+            .into_response()
+    }
+
+    /// These headers with `hook` as their [`BeforeCommit`] hook, for a caller that builds the
+    /// headers itself rather than through the extractor.
+    pub fn with_before_commit(mut self, hook: BeforeCommit) -> Self {
+        self.before_commit = Some(hook);
+        self
     }
 
     /// Checks that the call is for `branch` with one of `ops`: an endpoint serves one step, and
@@ -149,8 +210,60 @@ impl SagaHeaders {
             branch: branch.to_string(),
             op,
             barrier,
+            before_commit: parts.extensions.get::<BeforeCommit>().cloned(),
         })
     }
+}
+
+/// A hook that a layer attaches to a request (as a request extension) to run inside the local
+/// transaction of the barrier call that [`SagaHeaders::call`] makes for it, once the barrier has
+/// decided and any business code has run, just before the commit, whatever the outcome. It gets
+/// the outcome's label (`ran`, `duplicate`, `null_compensation`, `cancelled`); it does not run
+/// when the business code fails.
+///
+/// Meant for instrumentation and fault injection ("die before the commit") that stay outside
+/// the handlers:
+///
+/// ```
+/// use axum::extract::Request;
+/// use axum::middleware::Next;
+/// use axum::response::Response;
+/// use saga_core::http::BeforeCommit;
+///
+/// async fn log_commits(mut request: Request, next: Next) -> Response {
+///     let hook = BeforeCommit::new(|outcome| eprintln!("about to commit: {outcome}"));
+///     request.extensions_mut().insert(hook);
+///     next.run(request).await
+/// }
+/// ```
+#[derive(Clone)]
+pub struct BeforeCommit(Arc<dyn Fn(&'static str) + Send + Sync>);
+
+impl BeforeCommit {
+    /// A hook that calls `hook` with the outcome's label.
+    pub fn new(hook: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+        BeforeCommit(Arc::new(hook))
+    }
+
+    fn run(&self, outcome: &'static str) {
+        (self.0)(outcome)
+    }
+}
+
+impl fmt::Debug for BeforeCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BeforeCommit(..)")
+    }
+}
+
+/// A response extension on every reply made from a [`BarrierOutcome`]: the barrier's local
+/// transaction has committed, with this outcome. Replies of a failed call (a business error, a
+/// database error) carry none. A layer reads it to act after the commit, before the reply
+/// leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The outcome's label: `ran`, `duplicate`, `null_compensation` or `cancelled`.
+    pub outcome: &'static str,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SagaHeaders {
@@ -227,16 +340,22 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
 
 /// `Ran(output)`: 200 with the output as JSON. `Duplicate` and `NullCompensation`: 200 with an
 /// empty body (read as `null`; a step whose output is not nullable should recompute its output
-/// on a duplicate instead). `Cancelled`: 409 with [`CANCELLED_REASON`].
+/// on a duplicate instead). `Cancelled`: 409 with [`CANCELLED_REASON`]. Each reply carries the
+/// [`Committed`] extension.
 impl<T: Serialize> IntoResponse for BarrierOutcome<T> {
     fn into_response(self) -> Response {
-        match self {
+        let committed = Committed {
+            outcome: self.as_str(),
+        };
+        let mut response = match self {
             BarrierOutcome::Ran(output) => (StatusCode::OK, Json(output)).into_response(),
             BarrierOutcome::Duplicate | BarrierOutcome::NullCompensation => {
                 StatusCode::OK.into_response()
             }
             BarrierOutcome::Cancelled => error_response(StatusCode::CONFLICT, CANCELLED_REASON),
-        }
+        };
+        response.extensions_mut().insert(committed);
+        response
     }
 }
 

@@ -1,19 +1,22 @@
 //! The HTTP glue against a real axum server on 127.0.0.1: the `SagaHeaders` extractor's
 //! rejections, `StepClient`'s reply mapping for every status class and transport failure, and a
-//! participant endpoint that is a single barrier call.
+//! participant endpoint that is a single barrier call (`SagaHeaders::call`), with the hooks a
+//! layer can attach around its commit.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use saga_core::barrier::{BarrierError, BarrierOutcome};
-use saga_core::http::{SagaHeaders, StepClient};
+use saga_core::http::{BeforeCommit, CANCELLED_REASON, Committed, SagaHeaders, StepClient};
 use saga_core::{Op, Retry, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -347,12 +350,11 @@ async fn stock_participant() -> (String, SqlitePool, tempfile::TempDir) {
         headers: SagaHeaders,
         State(pool): State<SqlitePool>,
         Json(count): Json<i64>,
-    ) -> axum::response::Response {
+    ) -> Response {
         if let Err(rejection) = headers.expect("stock_deduct", &[Op::Action]) {
             return rejection.into_response();
         }
-        let result: Result<BarrierOutcome<()>, BarrierError<StepError>> = headers
-            .barrier()
+        headers
             .call(&pool, move |conn| {
                 Box::pin(async move {
                     let done = sqlx::query(
@@ -361,16 +363,28 @@ async fn stock_participant() -> (String, SqlitePool, tempfile::TempDir) {
                     .bind(count)
                     .bind(count)
                     .execute(&mut *conn)
-                    .await
-                    .map_err(|e| StepError::retry(e.to_string()))?;
+                    .await?;
                     if done.rows_affected() == 0 {
                         return Err(StepError::failure("not enough stock"));
                     }
                     Ok(())
                 })
             })
-            .await;
-        result.into_response()
+            .await
+    }
+
+    /// Business code whose statement fails in the database.
+    async fn broken(headers: SagaHeaders, State(pool): State<SqlitePool>) -> Response {
+        headers
+            .call(&pool, |conn| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE no_such_table SET x = 1")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<_, StepError>(())
+                })
+            })
+            .await
     }
 
     async fn deduct_revert(
@@ -396,8 +410,83 @@ async fn stock_participant() -> (String, SqlitePool, tempfile::TempDir) {
     let app = Router::new()
         .route("/stockDeduct", post(deduct))
         .route("/stockDeductRevert", post(deduct_revert))
+        .route("/broken", post(broken))
+        .layer(axum::middleware::from_fn(hooks))
         .with_state(pool.clone());
     (serve(app).await, pool, dir)
+}
+
+/// What the layer of [`hooks`] saw: the before-commit hook's outcomes, in call order.
+static SEEN_BEFORE_COMMIT: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
+
+/// A layer that attaches a before-commit hook recording the outcome per gid, and copies the
+/// reply's `Committed` extension into an `x-committed` header.
+async fn hooks(mut request: Request, next: Next) -> Response {
+    let gid = request
+        .headers()
+        .get("saga-gid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let hook = BeforeCommit::new(move |outcome| {
+        SEEN_BEFORE_COMMIT
+            .lock()
+            .unwrap()
+            .push((gid.clone(), outcome));
+    });
+    request.extensions_mut().insert(hook);
+    let mut response = next.run(request).await;
+    if let Some(Committed { outcome }) = response.extensions().get::<Committed>().copied() {
+        response
+            .headers_mut()
+            .insert("x-committed", HeaderValue::from_static(outcome));
+    }
+    response
+}
+
+fn seen_before_commit(gid: &str) -> Vec<&'static str> {
+    SEEN_BEFORE_COMMIT
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(g, _)| g == gid)
+        .map(|(_, outcome)| *outcome)
+        .collect()
+}
+
+/// A `stockDeduct` call with these headers and count: the status, the `x-committed` header and
+/// the body's `error`.
+async fn deduct_call(
+    base: &str,
+    headers: &[(&str, &str)],
+    count: i64,
+) -> (StatusCode, Option<String>, Option<String>) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/stockDeduct"))
+        .json(&count);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let committed = response
+        .headers()
+        .get("x-committed")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        committed,
+        body["error"].as_str().map(str::to_string),
+    )
+}
+
+async fn barrier_ids(pool: &SqlitePool, gid: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT barrier_id FROM saga_barrier WHERE gid = ? ORDER BY barrier_id")
+        .bind(gid)
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 async fn stock(pool: &SqlitePool) -> i64 {
@@ -475,4 +564,116 @@ async fn participant_endpoint_reports_a_business_failure_with_409() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("Saga-Branch"));
+}
+
+#[tokio::test]
+async fn one_call_handler_answers_each_outcome_and_marks_committed_replies() {
+    let (base, pool, _dir) = stock_participant().await;
+    let action = [
+        ("Saga-Gid", "order-4"),
+        ("Saga-Branch", "stock_deduct"),
+        ("Saga-Op", "action"),
+    ];
+    let (status, committed, _) = deduct_call(&base, &action, 2).await;
+    assert_eq!(
+        (status, committed.as_deref()),
+        (StatusCode::OK, Some("ran"))
+    );
+    let (status, committed, _) = deduct_call(&base, &action, 2).await;
+    assert_eq!(
+        (status, committed.as_deref()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+    assert_eq!(stock(&pool).await, 8);
+
+    // A business failure rolls back: no commit, no mark, its reason in a 409.
+    let failing = [
+        ("Saga-Gid", "order-5"),
+        ("Saga-Branch", "stock_deduct"),
+        ("Saga-Op", "action"),
+    ];
+    let (status, committed, error) = deduct_call(&base, &failing, 100).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(committed, None);
+    assert_eq!(error.as_deref(), Some("not enough stock"));
+    assert!(seen_before_commit("order-5").is_empty());
+
+    // The late action after its undo is refused, but its barrier transaction commits.
+    let client = StepClient::new(base.clone());
+    client
+        .compensate(
+            "/stockDeductRevert",
+            &ctx("order-6", "stock_deduct", Op::Compensate),
+            &2,
+        )
+        .await
+        .unwrap();
+    let late = [
+        ("Saga-Gid", "order-6"),
+        ("Saga-Branch", "stock_deduct"),
+        ("Saga-Op", "action"),
+    ];
+    let (status, committed, error) = deduct_call(&base, &late, 2).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(committed.as_deref(), Some("cancelled"));
+    assert_eq!(error.as_deref(), Some(CANCELLED_REASON));
+    assert_eq!(stock(&pool).await, 8);
+    // The undo endpoint calls `barrier().call` itself, which runs no request hook.
+    assert_eq!(seen_before_commit("order-6"), ["cancelled"]);
+}
+
+#[tokio::test]
+async fn before_commit_hook_of_a_layer_sees_every_committed_outcome() {
+    let (base, _pool, _dir) = stock_participant().await;
+    let action = [
+        ("Saga-Gid", "order-7"),
+        ("Saga-Branch", "stock_deduct"),
+        ("Saga-Op", "action"),
+    ];
+    deduct_call(&base, &action, 1).await;
+    deduct_call(&base, &action, 1).await;
+    assert_eq!(seen_before_commit("order-7"), ["ran", "duplicate"]);
+}
+
+#[tokio::test]
+async fn one_call_handler_numbers_its_barrier_from_the_saga_barrier_header() {
+    let (base, pool, _dir) = stock_participant().await;
+    let first = [
+        ("Saga-Gid", "order-8"),
+        ("Saga-Branch", "stock_deduct"),
+        ("Saga-Op", "action"),
+    ];
+    let (status, committed, _) = deduct_call(&base, &first, 1).await;
+    assert_eq!(
+        (status, committed.as_deref()),
+        (StatusCode::OK, Some("ran"))
+    );
+    // Another barrier number is another call of the handler: it runs again.
+    let mut second = first.to_vec();
+    second.push(("Saga-Barrier", "2"));
+    let (status, committed, _) = deduct_call(&base, &second, 1).await;
+    assert_eq!(
+        (status, committed.as_deref()),
+        (StatusCode::OK, Some("ran"))
+    );
+    let (_, committed, _) = deduct_call(&base, &second, 1).await;
+    assert_eq!(committed.as_deref(), Some("duplicate"));
+    assert_eq!(stock(&pool).await, 8);
+    assert_eq!(barrier_ids(&pool, "order-8").await, ["01", "02"]);
+}
+
+#[tokio::test]
+async fn database_error_in_business_code_is_a_retry() {
+    let (base, pool, _dir) = stock_participant().await;
+    let step = ctx("order-9", "broken_step", Op::Action);
+    let err = StepClient::new(base)
+        .call::<()>("/broken", &step, &json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StepError::Retry(ref m) if m.contains("503") && m.contains("participant database error")),
+        "{err:?}"
+    );
+    // Rolled back with the business code: the call leaves no barrier row.
+    assert!(barrier_ids(&pool, "order-9").await.is_empty());
 }

@@ -11,6 +11,8 @@ use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::db::Location;
+
 /// Where a fresh data set lives.
 pub enum DataSet {
     /// SQLite files in a temporary directory, removed on drop.
@@ -56,27 +58,11 @@ impl DataSet {
         })
     }
 
-    /// The SQLite directory, if any.
-    pub fn dir(&self) -> Option<&Path> {
+    /// Where the data set lives, for opening its parts or naming it to a child process.
+    pub fn location(&self) -> Location {
         match self {
-            DataSet::Dir(d) => Some(d.path()),
-            DataSet::Postgres { .. } => None,
-        }
-    }
-
-    /// The PostgreSQL URL, if any.
-    pub fn url(&self) -> Option<&str> {
-        match self {
-            DataSet::Dir(_) => None,
-            DataSet::Postgres { url, .. } => Some(url),
-        }
-    }
-
-    /// `--data-dir D` or `--database-url U`.
-    fn location_args(&self) -> Vec<String> {
-        match self {
-            DataSet::Dir(d) => vec!["--data-dir".into(), d.path().display().to_string()],
-            DataSet::Postgres { url, .. } => vec!["--database-url".into(), url.clone()],
+            DataSet::Dir(d) => Location::Dir(d.path().to_path_buf()),
+            DataSet::Postgres { url, .. } => Location::Url(url.clone()),
         }
     }
 
@@ -134,7 +120,7 @@ pub async fn seed(data: &DataSet, product: i64, stock: i64, coupons: &[i64]) -> 
     }
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mut cmd = Command::new(&exe);
-        cmd.arg("seed").args(data.location_args());
+        cmd.arg("seed").args(data.location().flags());
         if i == 0 {
             cmd.arg("--stock").arg(format!("{product}={stock}"));
         }
@@ -177,7 +163,7 @@ impl Server {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
-            .args(data.location_args())
+            .args(data.location().flags())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

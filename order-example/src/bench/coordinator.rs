@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use saga_core::engine::Engine;
 use saga_core::machine::SagaStatus;
-use saga_core::store::Store;
-use saga_core::store::sqlite::SqliteOptions;
 use saga_core::{Retry, Saga, StepContext, StepError};
 use serde::{Deserialize, Serialize};
 
@@ -74,22 +72,6 @@ impl NoopOrderSteps for NoopSteps {
     }
 }
 
-/// Opens the durable store of the data set: SQLite `synchronous=FULL`, or PostgreSQL.
-async fn open_store(data: &DataSet) -> anyhow::Result<Store> {
-    let store = match (data.dir(), data.url()) {
-        (Some(dir), _) => {
-            let options = SqliteOptions {
-                durable: true,
-                ..SqliteOptions::default()
-            };
-            Store::sqlite(dir.join("saga.db"), options).await?
-        }
-        (None, Some(url)) => Store::postgres(url, Some("saga"), 16).await?,
-        (None, None) => anyhow::bail!("the data set has neither a directory nor a URL"),
-    };
-    Ok(store)
-}
-
 /// Runs `sagas` no-op sagas, `concurrency` at a time, each with `submit_and_wait`.
 pub async fn run(
     backend: &str,
@@ -98,7 +80,12 @@ pub async fn run(
     sagas: u64,
     concurrency: usize,
 ) -> anyhow::Result<Coordinator> {
-    let store = open_store(data).await.context("opening the saga store")?;
+    // A durable store, like the one `serve` opens.
+    let store = data
+        .location()
+        .open_store()
+        .await
+        .context("opening the saga store")?;
     let engine = Engine::builder(store)
         .engine_id(format!("{prefix}-coordinator"))
         .register::<NoopOrder, _>(NoopSteps)

@@ -124,13 +124,17 @@ impl Report {
         let mut s = String::new();
         if !self.end_to_end.is_empty() {
             s.push_str("### End to end (HTTP, four participant databases)\n\n");
-            s.push_str("| backend | mode | orders | C | seconds | orders/s | p50 ms | p95 ms | p99 ms | succeeded | compensated | other | commits/saga | server RSS before / peak / after |\n");
+            s.push_str(
+                "| backend | mode | orders | C | seconds | orders/s | p50 ms | p95 ms | p99 ms \
+                 | succeeded | compensated | other | commits/saga | server RSS before / peak / after |\n",
+            );
             s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for r in &self.end_to_end {
                 let o = &r.outcomes;
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {} ({:.1}%) | {} ({:.1}%) | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} \
+                     | {} ({:.1}%) | {} ({:.1}%) | {} | {} | {} |",
                     r.backend,
                     r.mode,
                     r.orders,
@@ -168,7 +172,10 @@ impl Report {
         }
         if !self.coordinator.is_empty() {
             s.push_str("### Coordinator only (four no-op steps, in process, durable store)\n\n");
-            s.push_str("| backend | sagas | C | seconds | sagas/s | p50 ms | p95 ms | p99 ms | succeeded | commits/saga | writes/saga | RSS before / peak / after | RSS at 10% / 50% / 100% |\n");
+            s.push_str(
+                "| backend | sagas | C | seconds | sagas/s | p50 ms | p95 ms | p99 ms | succeeded \
+                 | commits/saga | writes/saga | RSS before / peak / after | RSS at 10% / 50% / 100% |\n",
+            );
             s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
             for r in &self.coordinator {
                 let during = r

@@ -1,0 +1,136 @@
+//! The sagas as the engine stores them: one saga's view with its steps, the listing, and the
+//! operator actions `retry` and `compensate` (docs/contract.md, "Operator actions, precisely"
+//! and "Listing").
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use saga_core::engine::SagaView;
+use saga_core::machine::SagaStatus;
+use serde_json::{Value, json};
+
+use super::{Api, ApiError};
+
+/// `GET /api/sagas/{gid}`.
+pub async fn view(State(api): State<Api>, Path(gid): Path<String>) -> Result<Response, ApiError> {
+    match api.engine.status(&gid).await? {
+        Some(v) => Ok(Json(saga_json(&v)).into_response()),
+        None => Err(ApiError::not_found(format!("no saga with gid {gid}"))),
+    }
+}
+
+/// `GET /api/sagas?status=S&limit=N`: newest first.
+pub async fn list(
+    State(api): State<Api>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let status = match q.get("status") {
+        None => None,
+        Some(s) => Some(SagaStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown status `{s}`; one of running, compensating, succeeded, compensated, stuck"
+            ))
+        })?),
+    };
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::invalid("limit must be a whole number from 1 to 1000"))?,
+    };
+    let rows = api.engine.list(status, limit).await?;
+    let sagas: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "gid": r.gid, "saga": r.saga, "status": r.status.as_str(), "reason": r.reason,
+                "created_at": timestamp(r.created_at), "updated_at": timestamp(r.updated_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sagas": sagas })).into_response())
+}
+
+/// `POST /api/sagas/{gid}/retry`: wakes the saga now; a stuck one gets a fresh attempt budget.
+pub async fn retry(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(gid): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    api.engine.retry(&gid).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "gid": gid, "action": "retry" })),
+    )
+        .into_response())
+}
+
+/// `POST /api/sagas/{gid}/compensate`: turns a saga that has not passed its pivot to
+/// compensation.
+pub async fn compensate(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(gid): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    api.engine.compensate(&gid).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "gid": gid, "action": "compensate" })),
+    )
+        .into_response())
+}
+
+/// Operator actions need `--admin-token`: 403 when none is configured, 401 when the request's
+/// bearer token is missing or wrong.
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &api.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "operator actions are disabled: start serve with --admin-token",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given != Some(token.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong operator token (Authorization: Bearer TOKEN)",
+        ));
+    }
+    Ok(())
+}
+
+/// The JSON view of a saga.
+fn saga_json(v: &SagaView) -> Value {
+    json!({
+        "gid": v.gid,
+        "saga": v.saga,
+        "status": v.status.as_str(),
+        "reason": v.reason,
+        "steps": v.steps.iter().map(|s| json!({
+            "name": s.name,
+            "status": s.status.as_str(),
+            "attempts": s.attempts,
+            "compensate_attempts": s.compensate_attempts,
+            "last_error": s.last_error,
+        })).collect::<Vec<_>>(),
+        "created_at": timestamp(v.created_at),
+        "updated_at": timestamp(v.updated_at),
+    })
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
+fn timestamp(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
