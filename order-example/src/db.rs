@@ -24,8 +24,7 @@ use sqlx::{
     SqliteConnection, SqlitePool, Transaction, Type,
 };
 
-/// Connections of a service's PostgreSQL pool. A SQLite service has one connection: SQLite has
-/// a single writer, so its writers queue in the pool instead of sleeping on the file lock.
+/// Connections of a PostgreSQL pool (a service's or the engine's).
 const PG_POOL_SIZE: u32 = 16;
 
 /// Where the data lives: SQLite files in a directory, or a PostgreSQL database.
@@ -74,6 +73,8 @@ impl Location {
         let db = match self {
             Location::Dir(dir) => {
                 std::fs::create_dir_all(dir)?;
+                // One connection: SQLite has a single writer, so writers queue in the pool
+                // instead of sleeping on the file lock.
                 let pool = store::sqlite::open_pool(&dir.join(file), true, 1).await?;
                 migrator.run(&pool).await?;
                 saga_core::barrier::migrate(&pool).await?;
@@ -163,16 +164,25 @@ impl Db {
     }
 }
 
-/// Runs `work` in `tx` and commits if it succeeds; a failed transaction rolls back when dropped.
+/// Runs `work` in `tx`, then commits it, or rolls it back when `work` fails.
 async fn commit_after<DB, T, E, F>(mut tx: Transaction<'_, DB>, work: F) -> Result<T, E>
 where
     DB: Database,
     E: From<sqlx::Error>,
     F: for<'c> FnOnce(&'c mut DB::Connection) -> Work<'c, T, E>,
 {
-    let value = work(&mut tx).await?;
-    tx.commit().await?;
-    Ok(value)
+    match work(&mut tx).await {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Now rather than on the connection's next use, so that its locks go at once; a
+            // failed rollback leaves a broken connection, which the pool drops.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
 }
 
 /// A value that both databases can bind to a parameter.

@@ -1,6 +1,7 @@
-//! `demo`: a readable tour of the article's scenarios. It starts `serve` as a child process on
-//! a temporary SQLite data set (so that a crash fault can really kill it), drives it over HTTP
-//! and prints, after each scenario, the saga's steps and the rows of the four services.
+//! `demo`: a readable tour of the failures a saga handles: crashes, repeats, rollbacks and late
+//! calls. It starts `serve` as a child process on a temporary SQLite data set (so that a crash
+//! fault can really kill it), drives it over HTTP and prints, after each scenario, the saga's
+//! steps and the rows of the four services.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -191,7 +192,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http: reqwest::Client::new(),
     };
     println!(
-        "Typed sagas: the order system of the article, on a fresh SQLite data set in {}",
+        "Typed sagas: the order system, on a fresh SQLite data set in {}",
         dir.display()
     );
     println!("Seed: product 1 has stock 100, coupons 101-105 belong to user 1.");
@@ -359,7 +360,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     server.stop();
 
     println!(
-        "\nAll scenarios behaved as the article promises, in {:.1} s.",
+        "\nAll scenarios behaved as promised, in {:.1} s.",
         started.elapsed().as_secs_f64()
     );
     Ok(())

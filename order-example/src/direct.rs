@@ -97,3 +97,51 @@ where
     db.transaction(step).await?;
     Ok(Json(json!({ "result": "ran" })))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::router;
+    use crate::db::Location;
+    use crate::services::{Services, stock};
+
+    #[tokio::test]
+    async fn baseline_steps_apply_every_call_with_no_barrier() {
+        let dir = saga_testkit::temp_dir();
+        let services = Services::open(&Location::Dir(dir.path().to_path_buf()))
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/direct", listener.local_addr().unwrap());
+        let app = router(services.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let http = reqwest::Client::new();
+        let order = |count: i64| {
+            json!({ "order_id": "d-1", "user_id": 1, "product_id": 1, "product_count": count,
+                    "amount_cents": 100, "coupon_id": null })
+        };
+        for _ in 0..2 {
+            let reply = http
+                .post(format!("{url}/stockDeduct"))
+                .json(&order(10))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), 200);
+            assert_eq!(
+                reply.json::<serde_json::Value>().await.unwrap(),
+                json!({ "result": "ran" })
+            );
+        }
+        assert_eq!(stock::level(&services.stock, 1).await.unwrap(), Some(80));
+        let reply = http
+            .post(format!("{url}/stockDeduct"))
+            .json(&order(81))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 409);
+        assert_eq!(stock::level(&services.stock, 1).await.unwrap(), Some(80));
+    }
+}

@@ -1,7 +1,8 @@
-//! `order-example`: the order system of the saga article built on saga-core.
+//! `order-example`: an order system built on saga-core, after DTM's saga example; its public
+//! contract is docs/contract.md.
 //!
 //! `serve` runs the order API, the four participant services and the saga engine in one
-//! process; `seed` sets stock and coupons; `demo` tours the article's scenarios; `bench` loads a
+//! process; `seed` sets stock and coupons; `demo` tours the failure scenarios; `bench` loads a
 //! running system with and without sagas.
 
 mod api;
@@ -20,8 +21,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The order system of the saga article (order, stock, coupon and payment services), built on
-/// saga-core: every order either completes or is undone, exactly once.
+/// An order system (order, stock, coupon and payment services) built on saga-core: every
+/// order either completes or is undone, exactly once.
 #[derive(Parser, Debug)]
 #[command(name = "order-example", version, about, long_about = None)]
 struct Cli {
@@ -35,7 +36,7 @@ enum Command {
     Serve(server::ServeArgs),
     /// Create the data set if it is new, then set stock levels and coupon owners.
     Seed(SeedArgs),
-    /// A readable tour of the article's scenarios on a temporary SQLite data set.
+    /// A readable tour of the failure scenarios on a temporary SQLite data set.
     Demo(demo::DemoArgs),
     /// Load a running system with orders, with sagas and without, and compare.
     Bench(bench::BenchArgs),

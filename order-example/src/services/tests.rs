@@ -19,24 +19,25 @@ struct Fixture {
     _dir: Option<tempfile::TempDir>,
 }
 
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
+/// A fresh data set: SQLite files in a temporary directory (removed with the guard), or a fresh
+/// PostgreSQL database.
+type Fresh = fn() -> (Location, Option<tempfile::TempDir>);
+
+fn sqlite() -> (Location, Option<tempfile::TempDir>) {
+    let dir = saga_testkit::temp_dir();
+    (Location::Dir(dir.path().to_path_buf()), Some(dir))
+}
+
+fn postgres() -> (Location, Option<tempfile::TempDir>) {
+    (
+        Location::Url(saga_testkit::postgres().fresh_database()),
+        None,
+    )
 }
 
 impl Fixture {
-    async fn start(backend: Backend, faults: &[&str]) -> Fixture {
-        let (location, dir) = match backend {
-            Backend::Sqlite => {
-                let dir = saga_testkit::temp_dir();
-                (Location::Dir(dir.path().to_path_buf()), Some(dir))
-            }
-            Backend::Postgres => (
-                Location::Url(saga_testkit::postgres().fresh_database()),
-                None,
-            ),
-        };
+    async fn start(fresh: Fresh, faults: &[&str]) -> Fixture {
+        let (location, dir) = fresh();
         let services = Services::open(&location).await.unwrap();
         let faults: Vec<Fault> = faults.iter().map(|f| f.parse().unwrap()).collect();
         let app = router(&services, &Arc::new(Faults::new(faults)));
@@ -96,8 +97,8 @@ fn order(order_id: &str, product_count: i64, coupon_id: Option<i64>) -> Value {
     })
 }
 
-async fn stock_deduct_applies_once_and_its_undo_once(backend: Backend) {
-    let f = Fixture::start(backend, &[]).await;
+async fn stock_deduct_applies_once_and_its_undo_once(fresh: Fresh) {
+    let f = Fixture::start(fresh, &[]).await;
     let body = order("o-1", 30, None);
     for _ in 0..2 {
         let reply = f
@@ -130,8 +131,8 @@ async fn stock_deduct_applies_once_and_its_undo_once(backend: Backend) {
     );
 }
 
-async fn undo_before_its_action_blocks_the_late_action(backend: Backend) {
-    let f = Fixture::start(backend, &[]).await;
+async fn undo_before_its_action_blocks_the_late_action(fresh: Fresh) {
+    let f = Fixture::start(fresh, &[]).await;
     let body = order("o-3", 1, Some(101));
     let undo = saga("g3", "coupon_use", "compensate");
     assert_eq!(
@@ -151,8 +152,8 @@ async fn undo_before_its_action_blocks_the_late_action(backend: Backend) {
     assert_eq!(reply.0, StatusCode::OK);
 }
 
-async fn business_rules_refuse_with_their_reasons(backend: Backend) {
-    let f = Fixture::start(backend, &[]).await;
+async fn business_rules_refuse_with_their_reasons(fresh: Fresh) {
+    let f = Fixture::start(fresh, &[]).await;
     let mut unknown = order("o-5", 1, None);
     unknown["product_id"] = json!(9);
     let reply = f
@@ -211,8 +212,8 @@ async fn business_rules_refuse_with_their_reasons(backend: Backend) {
     );
 }
 
-async fn saga_barrier_header_numbers_a_separate_barrier_call(backend: Backend) {
-    let f = Fixture::start(backend, &[]).await;
+async fn saga_barrier_header_numbers_a_separate_barrier_call(fresh: Fresh) {
+    let f = Fixture::start(fresh, &[]).await;
     let body = order("o-8", 60, None);
     let first = saga("g8", "stock_deduct", "action");
     assert_eq!(f.call("stockDeduct", &first, &body).await.0, StatusCode::OK);
@@ -233,12 +234,12 @@ macro_rules! on_both_backends {
             mod $scenario {
                 #[tokio::test]
                 async fn sqlite() {
-                    super::$scenario(super::Backend::Sqlite).await;
+                    super::$scenario(super::sqlite).await;
                 }
 
                 #[tokio::test]
                 async fn postgres() {
-                    super::$scenario(super::Backend::Postgres).await;
+                    super::$scenario(super::postgres).await;
                 }
             }
         )+
@@ -254,7 +255,7 @@ on_both_backends!(
 
 #[tokio::test]
 async fn each_endpoint_serves_only_its_own_step_and_op() {
-    let f = Fixture::start(Backend::Sqlite, &[]).await;
+    let f = Fixture::start(sqlite, &[]).await;
     let body = order("o-9", 1, None);
     let pay = json!({ "order_id": "o-9" });
     let endpoints = [
@@ -294,7 +295,7 @@ async fn each_endpoint_serves_only_its_own_step_and_op() {
 
 #[tokio::test]
 async fn refused_calls_never_reach_a_fault() {
-    let f = Fixture::start(Backend::Sqlite, &["stock.deduct:error:1"]).await;
+    let f = Fixture::start(sqlite, &["stock.deduct:error:1"]).await;
     let action = saga("g10", "stock_deduct", "action");
     let good = order("o-10", 1, None);
     let refused: [(&[Header], Vec<u8>, StatusCode); 5] = [
@@ -334,11 +335,7 @@ async fn refused_calls_never_reach_a_fault() {
 
 #[tokio::test]
 async fn faults_fire_in_command_line_order_on_calls_the_barrier_absorbs() {
-    let f = Fixture::start(
-        Backend::Sqlite,
-        &["coupon.use:delay_ms=300", "coupon.use:fail:1"],
-    )
-    .await;
+    let f = Fixture::start(sqlite, &["coupon.use:delay_ms=300", "coupon.use:fail:1"]).await;
     let action = saga("g11", "coupon_use", "action");
     let body = order("o-11", 1, Some(103));
     let started = Instant::now();
@@ -352,7 +349,7 @@ async fn faults_fire_in_command_line_order_on_calls_the_barrier_absorbs() {
     assert_eq!(f.call("couponUse", &action, &body).await.0, StatusCode::OK);
 
     // A duplicate reaches the endpoint too: its fault fires although the barrier absorbs it.
-    let f = Fixture::start(Backend::Sqlite, &["stock.deduct:delay_ms=300:2"]).await;
+    let f = Fixture::start(sqlite, &["stock.deduct:delay_ms=300:2"]).await;
     let action = saga("g12", "stock_deduct", "action");
     let body = order("o-12", 1, None);
     for _ in 0..2 {
