@@ -2,10 +2,10 @@
 //!
 //! Every write of a transition is conditional on the instance's fencing token
 //! (`WHERE gid = ? AND fence = ?`): an engine whose lease was taken over writes nothing and stops.
-//! Transitions and submits go through a group-commit writer ([`writer`]) that puts whatever is
+//! Transitions and submits go through a group-commit writer (`writer.rs`) that puts whatever is
 //! queued, from many sagas, into one transaction: one fsync serves them all. Each database is a
-//! [`backend::Dialect`]: its SQL lives in `.sql` files beside its module, and the Rust that
-//! runs it is written once, in [`backend`]. See `docs/semantics.md` ("The store").
+//! `Dialect`: its SQL lives in `.sql` files beside its module, and the Rust that
+//! runs it is written once, in `backend.rs`. See `docs/semantics.md` ("The store").
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
