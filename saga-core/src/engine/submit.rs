@@ -123,27 +123,23 @@ impl Engine {
                     reason: None,
                 })
             }
-            Inserted::Conflict { saga, .. } => Err(EngineError::Conflict {
-                gid: gid.to_string(),
-                what: if saga == def.name {
-                    "definition"
-                } else {
-                    "saga"
-                },
-            }),
-            Inserted::Exists => {
-                let existing = self
-                    .inner
-                    .store
-                    .load(gid)
-                    .await?
-                    .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
-                if existing.saga != def.name {
-                    return Err(EngineError::Conflict {
-                        gid: gid.to_string(),
-                        what: "saga",
-                    });
-                }
+            Inserted::Conflict { saga, fingerprint } => {
+                tracing::debug!(
+                    gid,
+                    saga,
+                    fingerprint,
+                    "the gid holds an instance of another definition"
+                );
+                Err(EngineError::Conflict {
+                    gid: gid.to_string(),
+                    what: if saga == def.name {
+                        "definition"
+                    } else {
+                        "saga"
+                    },
+                })
+            }
+            Inserted::Exists(existing) => {
                 if existing.input != input_json {
                     return Err(EngineError::Conflict {
                         gid: gid.to_string(),

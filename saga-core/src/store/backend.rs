@@ -19,8 +19,6 @@ pub(crate) struct Statements {
     pub batch: &'static str,
     /// An instance with its steps; binds the gid.
     pub load: &'static str,
-    /// The saga name and fingerprint of an instance; binds the gid.
-    pub definition: &'static str,
     /// The finished calls of an instance; binds the gid.
     pub attempts: &'static str,
     /// The newest instances; binds the limit.
@@ -52,7 +50,6 @@ macro_rules! statements {
         $crate::store::backend::Statements {
             batch: include_str!("batch.sql"),
             load: include_str!("load.sql"),
-            definition: include_str!("definition.sql"),
             attempts: include_str!("attempts.sql"),
             list_all: include_str!("list_all.sql"),
             list_status: include_str!("list_status.sql"),
@@ -105,11 +102,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &'a self,
         gid: &'a str,
     ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>>;
-    /// The saga name and fingerprint of an instance.
-    fn definition<'a>(
-        &'a self,
-        gid: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(String, String)>, StoreError>>;
     /// The finished calls of an instance, oldest first.
     fn attempts<'a>(
         &'a self,
@@ -237,18 +229,6 @@ where
                 .fetch_all(&self.read)
                 .await?;
             instance_record(gid, rows)
-        })
-    }
-
-    fn definition<'a>(
-        &'a self,
-        gid: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(String, String)>, StoreError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_as::<D, (String, String)>(D::SQL.definition)
-                .bind(gid)
-                .fetch_optional(&self.write)
-                .await?)
         })
     }
 

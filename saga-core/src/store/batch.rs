@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::record::{Inserted, NewInstance, TransitionWrite};
+use super::record::{NewInstance, TransitionWrite};
 use crate::machine::StepState;
 
 /// One write queued for the group-commit writer.
@@ -29,9 +29,8 @@ impl WriteOp {
 /// What one write did.
 #[derive(Debug)]
 pub(crate) enum WriteOutcome {
-    /// Whether the insert created the instance (`Inserted::Exists` here may still turn out to
-    /// be a conflict: the store looks at the existing instance's definition).
-    Inserted(Inserted),
+    /// Whether the insert created the instance (if not, the store reads the one that exists).
+    Created(bool),
     /// Whether the fence matched and the transition applied.
     Applied(bool),
 }
@@ -239,12 +238,8 @@ impl<'a> BatchPlan<'a> {
             .iter()
             .enumerate()
             .map(|(idx, op)| match op {
-                WriteOp::Insert(n) => WriteOutcome::Inserted(
-                    if self.first_insert.contains(&idx) && created.contains(&n.gid) {
-                        Inserted::Created
-                    } else {
-                        Inserted::Exists
-                    },
+                WriteOp::Insert(n) => WriteOutcome::Created(
+                    self.first_insert.contains(&idx) && created.contains(&n.gid),
                 ),
                 WriteOp::Transition(w) => {
                     WriteOutcome::Applied(applied.contains(&(w.gid.clone(), w.fence)))

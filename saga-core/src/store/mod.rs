@@ -51,6 +51,13 @@ pub enum StoreError {
         /// What was wrong.
         what: String,
     },
+    /// A submit found an instance of its gid, which retention deleted before it could be read:
+    /// submitting again creates it anew.
+    #[error("saga `{gid}` was deleted while it was submitted again; submit it once more")]
+    Deleted {
+        /// The instance.
+        gid: String,
+    },
     /// Bad configuration.
     #[error("invalid store configuration: {0}")]
     Config(String),
@@ -179,23 +186,25 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Inserts a new instance with its steps, unless one with this gid exists: then tells
-    /// whether that one has the same definition (saga name and fingerprint) or another.
+    /// Inserts a new instance with its steps, unless one with this gid exists: then reads that
+    /// one (from a read connection, off the writer's) and tells whether it has the same
+    /// definition (saga name and fingerprint) or another.
     pub(crate) async fn insert(&self, new: NewInstance) -> Result<Inserted, StoreError> {
         let (gid, saga, fingerprint) = (new.gid.clone(), new.saga.clone(), new.fingerprint.clone());
         match self.send(WriteOp::Insert(new)).await? {
-            WriteOutcome::Inserted(Inserted::Exists) => {
-                match self.backend.definition(&gid).await? {
-                    Some(existing) if existing == (saga, fingerprint) => Ok(Inserted::Exists),
-                    Some((saga, fingerprint)) => Ok(Inserted::Conflict { saga, fingerprint }),
-                    // Cleaned up in between: as good as a conflict, the caller may submit again.
-                    None => Err(StoreError::Corrupt {
-                        gid,
-                        what: "the instance vanished while it was submitted".into(),
-                    }),
+            WriteOutcome::Created(true) => Ok(Inserted::Created),
+            WriteOutcome::Created(false) => match self.backend.load(&gid).await? {
+                Some(existing)
+                    if (&existing.saga, &existing.fingerprint) == (&saga, &fingerprint) =>
+                {
+                    Ok(Inserted::Exists(Box::new(existing)))
                 }
-            }
-            WriteOutcome::Inserted(inserted) => Ok(inserted),
+                Some(existing) => Ok(Inserted::Conflict {
+                    saga: existing.saga,
+                    fingerprint: existing.fingerprint,
+                }),
+                None => Err(StoreError::Deleted { gid }),
+            },
             WriteOutcome::Applied(_) => Err(StoreError::Closed),
         }
     }
@@ -205,7 +214,7 @@ impl Store {
     pub(crate) async fn write(&self, write: TransitionWrite) -> Result<bool, StoreError> {
         match self.send(WriteOp::Transition(write)).await? {
             WriteOutcome::Applied(ok) => Ok(ok),
-            WriteOutcome::Inserted(_) => Err(StoreError::Closed),
+            WriteOutcome::Created(_) => Err(StoreError::Closed),
         }
     }
 

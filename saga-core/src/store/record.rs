@@ -173,12 +173,12 @@ pub struct SagaSummary {
 }
 
 /// What submitting an instance did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Inserted {
     /// Created, owned by the submitter with fence 1.
     Created,
     /// An instance of this gid and of the same definition exists already; it was left as it was.
-    Exists,
+    Exists(Box<InstanceRecord>),
     /// An instance of this gid exists with another definition (saga name or fingerprint).
     Conflict {
         /// Its saga name.

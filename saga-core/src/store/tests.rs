@@ -167,7 +167,7 @@ async fn batches_keep_each_writes_outcome(dialect: Dialect) {
         let mine: Vec<_> = outcomes.iter().filter(|(g, _, _)| g == gid).collect();
         let winners: Vec<_> = mine
             .iter()
-            .filter(|(_, _, o)| *o == Inserted::Created)
+            .filter(|(_, _, o)| matches!(o, Inserted::Created))
             .collect();
         assert_eq!(winners.len(), 1, "{gid} is created exactly once: {mine:?}");
         let winner = winners[0].1.as_str();
@@ -189,8 +189,9 @@ async fn batches_keep_each_writes_outcome(dialect: Dialect) {
         for (_, fingerprint, outcome) in &mine {
             match outcome {
                 Inserted::Created => {}
-                Inserted::Exists => {
-                    assert_eq!(fingerprint, winner, "{gid}: a duplicate of the winner")
+                Inserted::Exists(existing) => {
+                    assert_eq!(fingerprint, winner, "{gid}: a duplicate of the winner");
+                    assert_eq!(existing.fingerprint, winner, "{gid}: it is told the winner");
                 }
                 Inserted::Conflict {
                     fingerprint: theirs,
@@ -266,36 +267,34 @@ async fn batches_keep_each_writes_outcome(dialect: Dialect) {
 async fn a_gid_of_another_definition_is_a_conflict(dialect: Dialect) {
     let db = open(dialect).await;
     let store = &db.store;
-    assert_eq!(
-        store
-            .insert(new_instance("g", "fp-1", &["a"]))
-            .await
-            .unwrap(),
-        Inserted::Created
-    );
-    assert_eq!(
-        store
-            .insert(new_instance("g", "fp-1", &["a"]))
-            .await
-            .unwrap(),
-        Inserted::Exists
-    );
-    let conflict = Inserted::Conflict {
-        saga: "batch".into(),
-        fingerprint: "fp-1".into(),
+    let first = store
+        .insert(new_instance("g", "fp-1", &["a"]))
+        .await
+        .unwrap();
+    assert!(matches!(first, Inserted::Created), "{first:?}");
+    let again = store
+        .insert(new_instance("g", "fp-1", &["a"]))
+        .await
+        .unwrap();
+    let Inserted::Exists(existing) = again else {
+        panic!("the same definition again is told it exists: {again:?}");
     };
     assert_eq!(
-        store
-            .insert(new_instance("g", "fp-2", &["a"]))
-            .await
-            .unwrap(),
-        conflict
+        (existing.gid.as_str(), existing.fingerprint.as_str()),
+        ("g", "fp-1")
     );
+    let is_conflict = |inserted: &Inserted| matches!(inserted, Inserted::Conflict { saga, fingerprint } if saga == "batch" && fingerprint == "fp-1");
+    let other_version = store
+        .insert(new_instance("g", "fp-2", &["a"]))
+        .await
+        .unwrap();
+    assert!(is_conflict(&other_version), "{other_version:?}");
     let other_saga = NewInstance {
         saga: "other".into(),
         ..new_instance("g", "fp-1", &["a"])
     };
-    assert_eq!(store.insert(other_saga).await.unwrap(), conflict);
+    let other_saga = store.insert(other_saga).await.unwrap();
+    assert!(is_conflict(&other_saga), "{other_saga:?}");
     let record = store.load("g").await.unwrap().unwrap();
     assert_eq!(
         (record.saga.as_str(), record.fingerprint.as_str()),

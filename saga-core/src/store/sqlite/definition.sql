@@ -1,2 +1,0 @@
--- The definition an instance belongs to.
-SELECT saga, fingerprint FROM saga_instance WHERE gid = ?1
