@@ -283,7 +283,12 @@ async fn a_gid_of_another_definition_is_a_conflict(dialect: Dialect) {
         (existing.gid.as_str(), existing.fingerprint.as_str()),
         ("g", "fp-1")
     );
-    let is_conflict = |inserted: &Inserted| matches!(inserted, Inserted::Conflict { saga, fingerprint } if saga == "batch" && fingerprint == "fp-1");
+    let is_conflict = |inserted: &Inserted| match inserted {
+        Inserted::Conflict { saga, fingerprint } => {
+            (saga.as_str(), fingerprint.as_str()) == ("batch", "fp-1")
+        }
+        _ => false,
+    };
     let other_version = store
         .insert(new_instance("g", "fp-2", &["a"]))
         .await
