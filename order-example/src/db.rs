@@ -259,60 +259,82 @@ impl<'e> From<&'e mut Tx<'_>> for Target<'e> {
 }
 
 /// A statement and its parameters, for either database. Build it with [`sql`].
-pub struct Statement {
+pub struct Statement<'q> {
     text: &'static str,
-    sqlite: SqliteArguments,
-    postgres: PgArguments,
-    /// The first value that could not be encoded, reported when the statement runs.
-    unbindable: Option<BoxDynError>,
+    /// The values in order, encoded only for the database that runs the statement.
+    params: Vec<Box<dyn Bind + 'q>>,
 }
 
-/// The statement `text`, with `$1`, `$2`, ... placeholders; bind their values in order.
-pub fn sql(text: &'static str) -> Statement {
-    Statement {
-        text,
-        sqlite: SqliteArguments::default(),
-        postgres: PgArguments::default(),
-        unbindable: None,
+/// A bound value, encodable for either database.
+trait Bind: Send {
+    fn add_to_sqlite(&self, args: &mut SqliteArguments) -> Result<(), BoxDynError>;
+    fn add_to_postgres(&self, args: &mut PgArguments) -> Result<(), BoxDynError>;
+}
+
+impl<T: Param + Send> Bind for T {
+    fn add_to_sqlite(&self, args: &mut SqliteArguments) -> Result<(), BoxDynError> {
+        args.add(self)
+    }
+
+    fn add_to_postgres(&self, args: &mut PgArguments) -> Result<(), BoxDynError> {
+        args.add(self)
     }
 }
 
-impl Statement {
+/// The statement `text`, with `$1`, `$2`, ... placeholders; bind their values in order.
+pub fn sql<'q>(text: &'static str) -> Statement<'q> {
+    Statement {
+        text,
+        params: Vec::new(),
+    }
+}
+
+impl<'q> Statement<'q> {
     /// Binds the next parameter.
-    pub fn bind(mut self, value: impl Param) -> Self {
-        // Bound for both databases: which one runs the statement is known only then.
-        let bound = self
-            .sqlite
-            .add(&value)
-            .and_then(|()| self.postgres.add(&value));
-        if let Err(e) = bound {
-            self.unbindable.get_or_insert(e);
-        }
+    pub fn bind(mut self, value: impl Param + Send + 'q) -> Self {
+        self.params.push(Box::new(value));
         self
+    }
+
+    /// The parameters encoded for SQLite.
+    fn sqlite(&self) -> sqlx::Result<SqliteArguments> {
+        let mut args = SqliteArguments::default();
+        for param in &self.params {
+            param
+                .add_to_sqlite(&mut args)
+                .map_err(sqlx::Error::Encode)?;
+        }
+        Ok(args)
+    }
+
+    /// The parameters encoded for PostgreSQL.
+    fn postgres(&self) -> sqlx::Result<PgArguments> {
+        let mut args = PgArguments::default();
+        for param in &self.params {
+            param
+                .add_to_postgres(&mut args)
+                .map_err(sqlx::Error::Encode)?;
+        }
+        Ok(args)
     }
 
     /// Runs the statement and returns how many rows it changed.
     pub async fn execute<'e>(self, target: impl Into<Target<'e>>) -> sqlx::Result<u64> {
-        let Statement {
-            text,
-            sqlite,
-            postgres,
-            ..
-        } = self.checked()?;
+        let text = self.text;
         let changed = match target.into() {
-            Target::SqlitePool(pool) => sqlx::query_with(text, sqlite)
+            Target::SqlitePool(pool) => sqlx::query_with(text, self.sqlite()?)
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            Target::SqliteTx(conn) => sqlx::query_with(text, sqlite)
+            Target::SqliteTx(conn) => sqlx::query_with(text, self.sqlite()?)
                 .execute(conn)
                 .await?
                 .rows_affected(),
-            Target::PgPool(pool) => sqlx::query_with(text, postgres)
+            Target::PgPool(pool) => sqlx::query_with(text, self.postgres()?)
                 .execute(pool)
                 .await?
                 .rows_affected(),
-            Target::PgTx(conn) => sqlx::query_with(text, postgres)
+            Target::PgTx(conn) => sqlx::query_with(text, self.postgres()?)
                 .execute(conn)
                 .await?
                 .rows_affected(),
@@ -325,24 +347,25 @@ impl Statement {
         self,
         target: impl Into<Target<'e>>,
     ) -> sqlx::Result<Option<R>> {
-        let Statement {
-            text,
-            sqlite,
-            postgres,
-            ..
-        } = self.checked()?;
+        let text = self.text;
         match target.into() {
             Target::SqlitePool(pool) => {
-                sqlx::query_as_with(text, sqlite).fetch_optional(pool).await
+                sqlx::query_as_with(text, self.sqlite()?)
+                    .fetch_optional(pool)
+                    .await
             }
-            Target::SqliteTx(conn) => sqlx::query_as_with(text, sqlite).fetch_optional(conn).await,
+            Target::SqliteTx(conn) => {
+                sqlx::query_as_with(text, self.sqlite()?)
+                    .fetch_optional(conn)
+                    .await
+            }
             Target::PgPool(pool) => {
-                sqlx::query_as_with(text, postgres)
+                sqlx::query_as_with(text, self.postgres()?)
                     .fetch_optional(pool)
                     .await
             }
             Target::PgTx(conn) => {
-                sqlx::query_as_with(text, postgres)
+                sqlx::query_as_with(text, self.postgres()?)
                     .fetch_optional(conn)
                     .await
             }
@@ -354,41 +377,28 @@ impl Statement {
         self,
         target: impl Into<Target<'e>>,
     ) -> sqlx::Result<Option<T>> {
-        let Statement {
-            text,
-            sqlite,
-            postgres,
-            ..
-        } = self.checked()?;
+        let text = self.text;
         match target.into() {
             Target::SqlitePool(pool) => {
-                sqlx::query_scalar_with(text, sqlite)
+                sqlx::query_scalar_with(text, self.sqlite()?)
                     .fetch_optional(pool)
                     .await
             }
             Target::SqliteTx(conn) => {
-                sqlx::query_scalar_with(text, sqlite)
+                sqlx::query_scalar_with(text, self.sqlite()?)
                     .fetch_optional(conn)
                     .await
             }
             Target::PgPool(pool) => {
-                sqlx::query_scalar_with(text, postgres)
+                sqlx::query_scalar_with(text, self.postgres()?)
                     .fetch_optional(pool)
                     .await
             }
             Target::PgTx(conn) => {
-                sqlx::query_scalar_with(text, postgres)
+                sqlx::query_scalar_with(text, self.postgres()?)
                     .fetch_optional(conn)
                     .await
             }
-        }
-    }
-
-    /// The statement, or the error of a value that could not be bound.
-    fn checked(mut self) -> sqlx::Result<Self> {
-        match self.unbindable.take() {
-            Some(e) => Err(sqlx::Error::Encode(e)),
-            None => Ok(self),
         }
     }
 }
