@@ -77,6 +77,17 @@ impl From<Retry> for StepError {
     }
 }
 
+#[cfg(feature = "runtime")]
+/// A database error inside the business code is a [`StepError::Retry`], so that `?` works on
+/// sqlx calls in a closure that returns `Result<_, StepError>`: the transaction is rolled back,
+/// barrier rows included, so the call is safe to repeat, exactly as for
+/// [`crate::barrier::BarrierError::Database`].
+impl From<sqlx::Error> for StepError {
+    fn from(e: sqlx::Error) -> Self {
+        StepError::Retry(format!("participant database error: {e}"))
+    }
+}
+
 /// Which side of a step is being called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {

@@ -175,7 +175,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::migrate::MigrateError;
 use sqlx::{Connection, Database, Pool};
 
-use crate::step::{BoxFuture, Op, StepError};
+use crate::step::{BoxFuture, Op};
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -252,16 +252,6 @@ pub enum BarrierError<E> {
     /// The barrier's identity is malformed; no database work was done.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
-}
-
-/// A database error inside the business code is a [`StepError::Retry`], so that `?` works on
-/// sqlx calls in a closure that returns `Result<_, StepError>`: the transaction is rolled back,
-/// barrier rows included, so the call is safe to repeat, exactly as for
-/// [`BarrierError::Database`].
-impl From<sqlx::Error> for StepError {
-    fn from(e: sqlx::Error) -> Self {
-        StepError::Retry(format!("participant database error: {e}"))
-    }
 }
 
 /// A malformed barrier identity, found before any database work.
@@ -516,7 +506,7 @@ impl fmt::Display for BarrierKey {
     }
 }
 
-/// A database the barrier supports: [`sqlx::Sqlite`] (feature `sqlite`) and [`sqlx::Postgres`]
+/// A database the barrier supports: `sqlx::Sqlite` (feature `sqlite`) and `sqlx::Postgres`
 /// (feature `postgres`). Supplies the dialect's SQL; the barrier algorithm is written once over
 /// it.
 pub trait BarrierDatabase: Database + sealed::Sealed {
