@@ -7,20 +7,20 @@ use serde_json::Value;
 
 use crate::model::{OrderRequest, PayRequest};
 
-/// Placing an order: four compensatable steps, undone in reverse on a business failure.
+/// Placing an order: four compensatable steps, compensated in reverse on a business failure.
 #[derive(Saga)]
 #[saga(input = OrderRequest)]
 pub enum SubmitOrder {
-    /// Creates the order row (`created`); undo: `cancelled`.
+    /// Creates the order row (`created`); compensation: `cancelled`.
     #[compensate(order_create_revert)]
     OrderCreate,
-    /// Deducts stock if enough remains; undo: adds it back.
+    /// Deducts stock if enough remains; compensation: adds it back.
     #[compensate(stock_deduct_revert)]
     StockDeduct,
-    /// Marks the coupon used (nothing without a coupon); undo: unused again.
+    /// Marks the coupon used (nothing without a coupon); compensation: unused again.
     #[compensate(coupon_use_revert)]
     CouponUse,
-    /// Creates the pending payment document; undo: `cancelled`.
+    /// Creates the pending payment document; compensation: `cancelled`.
     #[compensate(pay_create_revert)]
     PayCreate,
 }
@@ -60,7 +60,7 @@ impl HttpSteps {
         self.client.call::<Value>(path, ctx, body).await.map(drop)
     }
 
-    async fn undo<B: serde::Serialize + Sync>(
+    async fn compensate<B: serde::Serialize + Sync>(
         &self,
         path: &str,
         ctx: &StepContext,
@@ -81,7 +81,7 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.undo("/api/busi/orderCreateRevert", ctx, input).await
+        self.compensate("/api/busi/orderCreateRevert", ctx, input).await
     }
 
     async fn stock_deduct(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
@@ -94,7 +94,7 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.undo("/api/busi/stockDeductRevert", ctx, input).await
+        self.compensate("/api/busi/stockDeductRevert", ctx, input).await
     }
 
     async fn coupon_use(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
@@ -107,7 +107,7 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.undo("/api/busi/couponUseRevert", ctx, input).await
+        self.compensate("/api/busi/couponUseRevert", ctx, input).await
     }
 
     async fn pay_create(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
@@ -120,7 +120,7 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.undo("/api/busi/payCreateRevert", ctx, input).await
+        self.compensate("/api/busi/payCreateRevert", ctx, input).await
     }
 }
 
