@@ -81,7 +81,8 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/orderCreateRevert", ctx, input).await
+        self.compensate("/api/busi/orderCreateRevert", ctx, input)
+            .await
     }
 
     async fn stock_deduct(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
@@ -94,7 +95,8 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/stockDeductRevert", ctx, input).await
+        self.compensate("/api/busi/stockDeductRevert", ctx, input)
+            .await
     }
 
     async fn coupon_use(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
@@ -107,7 +109,8 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/couponUseRevert", ctx, input).await
+        self.compensate("/api/busi/couponUseRevert", ctx, input)
+            .await
     }
 
     async fn pay_create(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
@@ -120,7 +123,8 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/payCreateRevert", ctx, input).await
+        self.compensate("/api/busi/payCreateRevert", ctx, input)
+            .await
     }
 }
 
