@@ -38,6 +38,8 @@ mod worker {
                 StepKind::Compensatable => Some("undo"),
                 _ => None,
             },
+            output: "()",
+            reads: &[],
             timeout_ms: None,
             retry: RetryOverride {
                 max_attempts: None,
@@ -130,6 +132,7 @@ mod worker {
             _step: usize,
             ctx: &'a StepContext,
             _input: &'a u32,
+            _reads: Vec<serde_json::Value>,
         ) -> BoxFuture<'a, RawActionResult> {
             Box::pin(async move {
                 h.apply(ctx).await.map_err(StepError::Retry)?;
@@ -143,6 +146,7 @@ mod worker {
             ctx: &'a StepContext,
             _input: &'a u32,
             _output: Option<serde_json::Value>,
+            _reads: Vec<serde_json::Value>,
         ) -> BoxFuture<'a, Result<(), Retry>> {
             Box::pin(async move { h.apply(ctx).await.map_err(Retry) })
         }

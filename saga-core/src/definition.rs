@@ -62,6 +62,13 @@ pub struct StepDefinition {
     pub after: &'static [usize],
     /// Name of the compensation method (compensatable steps only).
     pub compensation: Option<&'static str>,
+    /// The step's output type as written in the saga enum (`"()"` for a unit variant). It takes
+    /// part in the fingerprint: instances persisted with another output type are not driven by
+    /// this definition.
+    pub output: &'static str,
+    /// Indices of the steps whose outputs the action and its undo receive, in order
+    /// (`#[step(reads(A, B))]`). Each is guaranteed to have succeeded when this step starts.
+    pub reads: &'static [usize],
     /// Per-attempt timeout in milliseconds; `None` keeps the engine default.
     pub timeout_ms: Option<u64>,
     /// Per-step retry overrides.
@@ -114,6 +121,17 @@ pub enum DefinitionError {
     /// A compensatable step without a compensation, or another kind with one.
     #[error("step `{0}` must have a compensation exactly when it is compensatable")]
     Compensation(&'static str),
+    /// A step reads the output of a step that is not guaranteed to have succeeded before it
+    /// starts.
+    #[error(
+        "step `{reader}` reads the output of `{read}`, which is not guaranteed to have succeeded before it"
+    )]
+    UnavailableRead {
+        /// The step that reads.
+        reader: &'static str,
+        /// The step it reads.
+        read: &'static str,
+    },
 }
 
 impl SagaDefinition {
@@ -177,6 +195,15 @@ impl SagaDefinition {
                 }
             }
         }
+        for (i, step) in self.steps.iter().enumerate() {
+            let done = self.guaranteed(i);
+            if let Some(&read) = step.reads.iter().find(|&&r| r >= i || !done[r]) {
+                return Err(DefinitionError::UnavailableRead {
+                    reader: step.name,
+                    read: self.steps.get(read).map_or("?", |s| s.name),
+                });
+            }
+        }
         if let Some(p) = self.pivot()
             && let Some(r) = self.steps[..p]
                 .iter()
@@ -187,8 +214,39 @@ impl SagaDefinition {
         Ok(())
     }
 
-    /// A stable hash of the saga's name, version, and each step's name, kind, position and
-    /// dependencies. Stored with every instance; an engine refuses to drive an instance whose
+    /// The steps that have succeeded whenever step `i` starts (indexed by step): its
+    /// dependencies, transitively, and the implicit order around the point of no return (the
+    /// pivot waits for every compensatable step; a retriable step waits for the pivot, or
+    /// without one for every compensatable step). These are the steps it may read.
+    pub fn guaranteed(&self, i: usize) -> Vec<bool> {
+        let pivot = self.pivot();
+        let direct = |k: usize| -> Vec<usize> {
+            let step = &self.steps[k];
+            let compensatable =
+                || (0..self.steps.len()).filter(|&c| self.steps[c].kind == StepKind::Compensatable);
+            let mut deps: Vec<usize> = step.after.to_vec();
+            match (step.kind, pivot) {
+                (StepKind::Pivot, _) | (StepKind::Retriable, None) => deps.extend(compensatable()),
+                (StepKind::Retriable, Some(p)) => deps.push(p),
+                (StepKind::Compensatable, _) => {}
+            }
+            deps.retain(|&d| d < k);
+            deps
+        };
+        let mut done = vec![false; self.steps.len()];
+        let mut todo = direct(i);
+        while let Some(k) = todo.pop() {
+            if !done[k] {
+                done[k] = true;
+                todo.extend(direct(k));
+            }
+        }
+        done
+    }
+
+    /// A stable hash of the saga's name, version, and each step's name, kind, position,
+    /// dependencies and output type (when it is not `()`, so that sagas whose steps have no
+    /// output keep the fingerprint they had before output types took part). Stored with every instance; an engine refuses to drive an instance whose
     /// fingerprint it does not know. Timeouts and retry policy are deliberately left out: they
     /// may be tuned without orphaning running instances.
     pub fn fingerprint(&self) -> String {
@@ -203,12 +261,16 @@ impl SagaDefinition {
             for dep in step.after {
                 h.update(format!(",{dep}").as_bytes());
             }
+            if step.output != "()" {
+                h.update(format!(":output={}", step.output).as_bytes());
+            }
         }
         let digest = h.finalize();
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// A Mermaid flowchart of the saga: steps, their kinds and dependencies.
+    /// A Mermaid flowchart of the saga: steps, their kinds and dependencies, each edge labelled
+    /// with the output type of the step it leaves (unless that is `()`).
     pub fn mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
         for (i, step) in self.steps.iter().enumerate() {
@@ -219,10 +281,25 @@ impl SagaDefinition {
             out.push_str(&format!("    s{i}[\"{label}\"]\n"));
         }
         for (i, step) in self.steps.iter().enumerate() {
-            for dep in step.after {
-                out.push_str(&format!("    s{dep} --> s{i}\n"));
+            for &dep in step.after {
+                out.push_str(&mermaid_edge(dep, i, self.steps[dep].output));
             }
         }
         out
+    }
+}
+
+/// One edge of the Mermaid flowchart, labelled with `output` unless it is `()`. `<` and `>` are
+/// written as Mermaid entities so that generic types survive the HTML label. The derive writes
+/// the same text for its `DIAGRAM` constant.
+fn mermaid_edge(from: usize, to: usize, output: &str) -> String {
+    if output == "()" {
+        format!("    s{from} --> s{to}\n")
+    } else {
+        let label = output
+            .replace('<', "#lt;")
+            .replace('>', "#gt;")
+            .replace('"', "#quot;");
+        format!("    s{from} -->|\"{label}\"| s{to}\n")
     }
 }

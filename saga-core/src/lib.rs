@@ -35,6 +35,7 @@ pub mod __private {
     pub use std::boxed::Box;
     pub use std::option::Option;
     pub use std::result::Result;
+    pub use std::vec::Vec;
 
     use serde::Serialize;
     use serde::de::DeserializeOwned;
@@ -52,5 +53,18 @@ pub mod __private {
     /// decodes is treated like a lost output.
     pub fn decode_output<T: DeserializeOwned>(value: Option<Value>) -> Option<T> {
         value.and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// Decodes the persisted output of step `from`, read by the step being called. A missing
+    /// or undecodable value is an in-doubt outcome: the call is not made, and the reason says
+    /// which output failed.
+    pub fn decode_read<T: DeserializeOwned>(value: Option<Value>, from: &str) -> Result<T, String> {
+        let value = value.ok_or_else(|| format!("the output of step `{from}` is missing"))?;
+        serde_json::from_value(value).map_err(|e| {
+            format!(
+                "the output of step `{from}` does not decode as `{}`: {e}",
+                std::any::type_name::<T>()
+            )
+        })
     }
 }

@@ -5,7 +5,6 @@
 //! retriable actions and compensations return `Result<_, Retry>`, so the compiler rejects a
 //! business failure where the saga cannot take one.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -133,8 +132,6 @@ pub struct StepContext {
     pub op: Op,
     /// 1 for the first call of this op, 2 for the first retry, and so on.
     pub attempt: u32,
-    /// Outputs of the steps that have succeeded so far, by step name.
-    pub outputs: BTreeMap<String, serde_json::Value>,
 }
 
 impl StepContext {
@@ -142,14 +139,6 @@ impl StepContext {
     /// `{gid}/{step}/{op}`. Hand it to services that deduplicate on a key.
     pub fn idempotency_key(&self) -> String {
         format!("{}/{}/{}", self.gid, self.step, self.op)
-    }
-
-    /// The output of an earlier succeeded step, decoded; `None` if the step has not succeeded or
-    /// its output does not decode as `T`.
-    pub fn output_of<T: DeserializeOwned>(&self, step: &str) -> Option<T> {
-        self.outputs
-            .get(step)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 }
 
@@ -173,20 +162,24 @@ pub trait Saga: Send + Sync + 'static {
     note = "add `impl {Self}Steps for {H}` with one async method per action and per compensation"
 )]
 pub trait SagaSteps<H>: Saga {
-    /// Runs the action of step `step`.
+    /// Runs the action of step `step`, with the persisted outputs of the steps it reads
+    /// ([`StepDefinition::reads`](crate::StepDefinition::reads), in that order).
     fn run_action<'a>(
         handler: &'a H,
         step: usize,
         ctx: &'a StepContext,
         input: &'a Self::Input,
+        reads: Vec<serde_json::Value>,
     ) -> BoxFuture<'a, RawActionResult>;
 
-    /// Runs the compensation of step `step` with its persisted output (`None` if it was lost).
+    /// Runs the compensation of step `step` with its persisted output (`None` if it was lost)
+    /// and the outputs of the steps it reads.
     fn run_compensation<'a>(
         handler: &'a H,
         step: usize,
         ctx: &'a StepContext,
         input: &'a Self::Input,
         output: Option<serde_json::Value>,
+        reads: Vec<serde_json::Value>,
     ) -> BoxFuture<'a, Result<(), Retry>>;
 }

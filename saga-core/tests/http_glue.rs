@@ -3,7 +3,6 @@
 //! participant endpoint that is a single barrier call (`SagaHeaders::call`), with the hooks a
 //! layer can attach around its commit.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,7 +34,6 @@ fn ctx(gid: &str, step: &'static str, op: Op) -> StepContext {
         step,
         op,
         attempt: 1,
-        outputs: BTreeMap::new(),
     }
 }
 

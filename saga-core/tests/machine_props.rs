@@ -99,6 +99,8 @@ fn build_definition(n: usize, has_pivot: bool, split: u8, specs: &[StepSpec]) ->
                 kind,
                 after: Box::leak(after.into_boxed_slice()),
                 compensation: (kind == StepKind::Compensatable).then_some(UNDOS[i]),
+                output: "()",
+                reads: &[],
                 timeout_ms: None,
                 retry: RetryOverride {
                     max_attempts: spec.max_attempts,
@@ -997,6 +999,8 @@ const fn step(
         kind,
         after,
         compensation,
+        output: "()",
+        reads: &[],
         timeout_ms: None,
         retry: RetryOverride {
             max_attempts: None,

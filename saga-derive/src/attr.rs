@@ -95,6 +95,12 @@ pub struct After {
     pub steps: Vec<Ident>,
 }
 
+/// `reads(A, B)` inside `#[step(...)]`: the earlier steps whose outputs the action and its undo
+/// receive, in this order.
+pub struct Reads {
+    pub steps: Vec<Ident>,
+}
+
 /// `retry(max_attempts = N, initial_ms = N, max_ms = N)` inside `#[step(...)]`.
 #[derive(Default)]
 pub struct RetryAttrs {
@@ -111,6 +117,7 @@ pub struct StepAttrs<'a> {
     pub malformed_kind: bool,
     pub name: Option<LitStr>,
     pub after: Option<After>,
+    pub reads: Option<Reads>,
     pub timeout_ms: Option<Spanned<u64>>,
     pub retry: RetryAttrs,
 }
@@ -284,7 +291,7 @@ fn parse_step(cx: &Ctxt, attr: &Attribute, out: &mut StepAttrs<'_>) -> syn::Resu
     if let Meta::Path(_) = attr.meta {
         return Err(syn::Error::new_spanned(
             attr,
-            "expected `#[step(...)]` with `name = \"...\"`, `after(A, B)`, `timeout_ms = N` or `retry(...)`",
+            "expected `#[step(...)]` with `name = \"...\"`, `after(A, B)`, `reads(A, B)`, `timeout_ms = N` or `retry(...)`",
         ));
     }
     attr.parse_nested_meta(|meta| {
@@ -315,6 +322,25 @@ fn parse_step(cx: &Ctxt, attr: &Attribute, out: &mut StepAttrs<'_>) -> syn::Resu
                     steps: steps.into_iter().collect(),
                 });
             }
+        } else if meta.path.is_ident("reads") {
+            if meta.input.peek(Token![=]) {
+                return Err(meta.error(
+                    "expected `reads(A, B)`, listing the earlier steps whose outputs this step receives",
+                ));
+            }
+            let content;
+            syn::parenthesized!(content in meta.input);
+            let steps = Punctuated::<Ident, Token![,]>::parse_terminated(&content)?;
+            if out.reads.is_some() {
+                cx.error_spanned_by(
+                    &meta.path,
+                    "duplicate `reads(...)` in `#[step(...)]`; list every output in one `reads(...)`",
+                );
+            } else {
+                out.reads = Some(Reads {
+                    steps: steps.into_iter().collect(),
+                });
+            }
         } else if meta.path.is_ident("timeout_ms") {
             let value = int::<u64>(&meta, "timeout_ms")?;
             if out.timeout_ms.is_some() {
@@ -335,7 +361,7 @@ fn parse_step(cx: &Ctxt, attr: &Attribute, out: &mut StepAttrs<'_>) -> syn::Resu
         } else {
             return Err(meta.error(format!(
                 "unknown key `{}` in `#[step(...)]`; expected `name = \"...\"`, `after(A, B)`, \
-                 `timeout_ms = N` or `retry(...)`",
+                 `reads(A, B)`, `timeout_ms = N` or `retry(...)`",
                 path_str(&meta.path)
             )));
         }

@@ -86,6 +86,34 @@ fn output_type(step: &Step<'_>) -> Option<TokenStream> {
     }
 }
 
+/// The output type as written, with the spaces of its token stream dropped where Rust needs
+/// none (`Vec<u8>`, `(u32, String)`): the text that names it in the fingerprint and diagrams.
+fn output_text(step: &Step<'_>) -> String {
+    match step.output {
+        Output::Type(ty) => type_text(ty),
+        _ => "()".to_string(),
+    }
+}
+
+fn type_text(ty: &syn::Type) -> String {
+    let raw = quote!(#ty).to_string();
+    let mut out = String::with_capacity(raw.len());
+    let chars: Vec<char> = raw.chars().collect();
+    for (k, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            let before = out.chars().last();
+            let after = chars.get(k + 1).copied();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if (word(before) && word(after)) || before == Some(',') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn saga_impl(input: &Input<'_>, table: TokenStream, uses: TokenStream) -> TokenStream {
     let ident = input.ident;
     let input_ty = input_type(input);
@@ -120,8 +148,8 @@ fn variant_uses(input: &Input<'_>) -> TokenStream {
             _ => quote!(Self::#variant => {}),
         }
     });
-    // Every output is read back by later steps (`StepContext::output_of`); compensatable
-    // steps' outputs are already decoded by the dispatch. (`Send + Sync + 'static` is checked
+    // Every output may be read back by later steps and by views; compensatable steps' outputs
+    // are already decoded by the dispatch. (`Send + Sync + 'static` is checked
     // by `Saga`'s supertraits, since the enum holds every output type.)
     let checks = input.steps().iter().filter_map(|step| match step.output {
         Output::Type(ty) if step.kind() != Some(Kind::Compensatable) => {
@@ -140,6 +168,8 @@ fn step_definition(input: &Input<'_>, i: usize, step: &Step<'_>) -> TokenStream 
     let name = &step.name;
     let kind = format_ident!("{}", step.kind().map_or("Compensatable", Kind::variant));
     let after = valid::dependencies(input, i);
+    let reads = valid::reads(input, i);
+    let output = output_text(step);
     let compensation = match step.compensation() {
         Some(method) => {
             let method = method.to_string();
@@ -158,6 +188,8 @@ fn step_definition(input: &Input<'_>, i: usize, step: &Step<'_>) -> TokenStream 
             kind: ::saga_core::StepKind::#kind,
             after: &[#(#after),*],
             compensation: #compensation,
+            output: #output,
+            reads: &[#(#reads),*],
             timeout_ms: #timeout_ms,
             retry: ::saga_core::RetryOverride {
                 max_attempts: #max_attempts,
@@ -200,10 +232,11 @@ fn steps_trait(input: &Input<'_>, diagram: &str, defaults: bool) -> TokenStream 
     } else {
         (quote!(ctx), quote!(input), quote!(output))
     };
-    for step in input.steps() {
+    for (i, step) in input.steps().iter().enumerate() {
         let (Some(output), Some(kind)) = (output_type(step), step.kind()) else {
             continue;
         };
+        let (reads, reads_doc) = read_params(input, i, defaults);
         if syn::parse_str::<Ident>(&step.method).is_err() || declared.contains(&step.method) {
             continue;
         }
@@ -255,13 +288,14 @@ fn steps_trait(input: &Input<'_>, diagram: &str, defaults: bool) -> TokenStream 
                 Output = ::saga_core::__private::Result<#output, #error>,
             > + ::core::marker::Send
         };
-        let doc = syn::LitStr::new(&doc, step.ident.span());
+        let doc = syn::LitStr::new(&format!("{doc}{reads_doc}"), step.ident.span());
         methods.push(quote_spanned! {step.ident.span()=>
             #[doc = #doc]
             fn #method(
                 &self,
                 #ctx: &::saga_core::StepContext,
                 #inp: &#input_ty,
+                #(#reads,)*
             ) -> #ret #action_body
         });
         if let Some(compensation) = step.compensation() {
@@ -277,7 +311,7 @@ fn steps_trait(input: &Input<'_>, diagram: &str, defaults: bool) -> TokenStream 
                 step.method, step.method
             );
             let compensation_body = body(compensation.span());
-            let doc = syn::LitStr::new(&doc, compensation.span());
+            let doc = syn::LitStr::new(&format!("{doc}{reads_doc}"), compensation.span());
             methods.push(quote_spanned! {compensation.span()=>
                 #[doc = #doc]
                 fn #compensation(
@@ -285,6 +319,7 @@ fn steps_trait(input: &Input<'_>, diagram: &str, defaults: bool) -> TokenStream 
                     #ctx: &::saga_core::StepContext,
                     #inp: &#input_ty,
                     #out: ::saga_core::__private::Option<#output>,
+                    #(#reads,)*
                 ) -> impl ::core::future::Future<
                     Output = ::saga_core::__private::Result<(), ::saga_core::Retry>,
                 > + ::core::marker::Send #compensation_body
@@ -307,6 +342,41 @@ fn steps_trait(input: &Input<'_>, diagram: &str, defaults: bool) -> TokenStream 
             #(#methods)*
         }
     }
+}
+
+/// The parameters that carry the outputs step `i` reads, one per step in its `reads(...)`,
+/// named after the step's action, and the sentence that lists them in the method's docs.
+fn read_params(input: &Input<'_>, i: usize, defaults: bool) -> (Vec<TokenStream>, String) {
+    let mut params = Vec::new();
+    let mut listed = Vec::new();
+    for r in valid::reads(input, i) {
+        let from = &input.steps()[r];
+        let Output::Type(ty) = from.output else {
+            continue;
+        };
+        // Named after the step, unless that would clash with the method's other parameters.
+        let base = match from.method.as_str() {
+            "ctx" | "input" | "output" => format!("{}_output", from.method),
+            method => method.to_string(),
+        };
+        let name = if defaults {
+            format_ident!("_{base}")
+        } else {
+            format_ident!("{base}")
+        };
+        params.push(quote!(#name: #ty));
+        listed.push(format!(
+            "`{base}: {}` (the output of step `{}`)",
+            type_text(ty),
+            from.name
+        ));
+    }
+    let doc = if listed.is_empty() {
+        String::new()
+    } else {
+        format!("\n\n Receives, after the input: {}.", listed.join(", "))
+    };
+    (params, doc)
 }
 
 fn trait_doc(input: &Input<'_>, diagram: &str) -> String {
@@ -350,7 +420,16 @@ fn mermaid(input: &Input<'_>) -> String {
     }
     for i in 0..input.steps().len() {
         for dep in valid::dependencies(input, i) {
-            out.push_str(&format!("    s{dep} --> s{i}\n"));
+            let output = output_text(&input.steps()[dep]);
+            if output == "()" {
+                out.push_str(&format!("    s{dep} --> s{i}\n"));
+            } else {
+                let label = output
+                    .replace('<', "#lt;")
+                    .replace('>', "#gt;")
+                    .replace('"', "#quot;");
+                out.push_str(&format!("    s{dep} -->|\"{label}\"| s{i}\n"));
+            }
         }
     }
     out
@@ -368,12 +447,35 @@ fn diagram_const(input: &Input<'_>, diagram: &str) -> TokenStream {
          this constant).",
         input.name
     );
+    // One constant per step with its persisted name (the barrier's branch id), so that a
+    // participant names its step through the saga type rather than a string.
+    let mut seen: Vec<String> = vec!["DIAGRAM".to_string()];
+    let names = input.steps().iter().filter_map(|step| {
+        let upper = step.method.to_uppercase();
+        let name_ident = syn::parse_str::<Ident>(&upper).ok()?;
+        if seen.contains(&upper) {
+            return None;
+        }
+        seen.push(upper);
+        let name = &step.name;
+        let variant = step.ident;
+        let doc = format!(
+            " The persisted name of step [`{variant}`](Self::{variant}): `{name}`, the barrier's branch id \
+             and the `Saga-Branch` header of its calls."
+        );
+        Some(quote_spanned! {step.ident.span()=>
+            #[doc = #doc]
+            #[allow(dead_code)]
+            #vis const #name_ident: &'static str = #name;
+        })
+    });
     quote! {
         #[automatically_derived]
         impl #ident {
             #[doc = #doc]
             #[allow(dead_code)]
             #vis const DIAGRAM: &'static str = #diagram;
+            #(#names)*
         }
     }
 }
@@ -394,27 +496,79 @@ fn dispatch(input: &Input<'_>) -> TokenStream {
         };
         let encode = quote_spanned!(span=> ::saga_core::__private::encode_output::<#output>);
         let decode = quote_spanned!(span=> ::saga_core::__private::decode_output::<#output>);
+        // Decoded before the call; a read that does not decode is an in-doubt outcome.
+        let (names, decodes) = decode_reads(input, i);
+        let iter = if names.is_empty() {
+            quote!(let _ = reads;)
+        } else {
+            quote!(let mut reads = reads.into_iter();)
+        };
         actions.push(quote! {
-            #i => ::saga_core::__private::Box::pin(async move {
-                match <H as #trait_ident>::#method(handler, ctx, input).await {
-                    ::saga_core::__private::Result::Ok(output) => #encode(&output),
-                    ::saga_core::__private::Result::Err(error) => {
-                        ::saga_core::__private::Result::Err(
-                            <::saga_core::StepError as ::core::convert::From<_>>::from(error),
-                        )
+            #i => {
+                #iter
+                #(
+                    let #names = match #decodes {
+                        ::saga_core::__private::Result::Ok(value) => value,
+                        ::saga_core::__private::Result::Err(reason) => {
+                            return ::saga_core::__private::Box::pin(async move {
+                                ::saga_core::__private::Result::Err(::saga_core::StepError::Retry(reason))
+                            });
+                        }
+                    };
+                )*
+                ::saga_core::__private::Box::pin(async move {
+                    match <H as #trait_ident>::#method(handler, ctx, input, #(#names),*).await {
+                        ::saga_core::__private::Result::Ok(output) => #encode(&output),
+                        ::saga_core::__private::Result::Err(error) => {
+                            ::saga_core::__private::Result::Err(
+                                <::saga_core::StepError as ::core::convert::From<_>>::from(error),
+                            )
+                        }
                     }
-                }
-            }),
+                })
+            }
         });
         if let Some(compensation) = step.compensation() {
             compensations.push(quote! {
-                #i => ::saga_core::__private::Box::pin(
-                    <H as #trait_ident>::#compensation(handler, ctx, input, #decode(output)),
-                ),
+                #i => {
+                    #iter
+                    #(
+                        let #names = match #decodes {
+                            ::saga_core::__private::Result::Ok(value) => value,
+                            ::saga_core::__private::Result::Err(reason) => {
+                                return ::saga_core::__private::Box::pin(async move {
+                                    ::saga_core::__private::Result::Err(::saga_core::Retry(reason))
+                                });
+                            }
+                        };
+                    )*
+                    ::saga_core::__private::Box::pin(
+                        <H as #trait_ident>::#compensation(handler, ctx, input, #decode(output), #(#names),*),
+                    )
+                }
             });
         }
     }
     dispatch_impl(input, quote!(#(#actions)*), quote!(#(#compensations)*))
+}
+
+/// For each output step `i` reads: a local name and the expression that decodes it from the
+/// next persisted value of `reads`.
+fn decode_reads(input: &Input<'_>, i: usize) -> (Vec<Ident>, Vec<TokenStream>) {
+    let mut names = Vec::new();
+    let mut decodes = Vec::new();
+    for r in valid::reads(input, i) {
+        let from = &input.steps()[r];
+        let Output::Type(ty) = from.output else {
+            continue;
+        };
+        let name = &from.name;
+        names.push(format_ident!("read_{}", from.method));
+        decodes.push(quote_spanned! {ty.span()=>
+            ::saga_core::__private::decode_read::<#ty>(reads.next(), #name)
+        });
+    }
+    (names, decodes)
 }
 
 fn placeholder_dispatch(input: &Input<'_>) -> TokenStream {
@@ -436,6 +590,7 @@ fn dispatch_impl(
                 step: usize,
                 ctx: &'a ::saga_core::StepContext,
                 input: &'a <Self as ::saga_core::Saga>::Input,
+                reads: ::saga_core::__private::Vec<::saga_core::__private::Value>,
             ) -> ::saga_core::BoxFuture<
                 'a,
                 ::saga_core::__private::Result<::saga_core::__private::Value, ::saga_core::StepError>,
@@ -443,7 +598,7 @@ fn dispatch_impl(
                 match step {
                     #actions
                     _ => {
-                        let _ = (handler, ctx, input);
+                        let _ = (handler, ctx, input, reads);
                         ::saga_core::__private::Box::pin(async {
                             ::saga_core::__private::Result::Err(::saga_core::StepError::retry("unknown step"))
                         })
@@ -457,12 +612,13 @@ fn dispatch_impl(
                 ctx: &'a ::saga_core::StepContext,
                 input: &'a <Self as ::saga_core::Saga>::Input,
                 output: ::saga_core::__private::Option<::saga_core::__private::Value>,
+                reads: ::saga_core::__private::Vec<::saga_core::__private::Value>,
             ) -> ::saga_core::BoxFuture<'a, ::saga_core::__private::Result<(), ::saga_core::Retry>> {
                 match step {
                     #compensations
                     // Pivot and retriable steps have nothing to undo.
                     _ => {
-                        let _ = (handler, ctx, input, output);
+                        let _ = (handler, ctx, input, output, reads);
                         ::saga_core::__private::Box::pin(async { ::saga_core::__private::Result::Ok(()) })
                     }
                 }

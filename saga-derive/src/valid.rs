@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use syn::Ident;
 
-use crate::ast::{Input, Step};
+use crate::ast::{Input, Output, Step};
 use crate::attr::Kind;
 use crate::ctxt::Ctxt;
 
@@ -22,6 +22,7 @@ pub fn check(cx: &Ctxt, input: &Input<'_>) {
     check_names(cx, steps);
     check_methods(cx, input);
     check_after(cx, input);
+    check_reads(cx, input);
     check_policies(cx, steps);
 }
 
@@ -178,7 +179,16 @@ fn check_methods(cx: &Ctxt, input: &Input<'_>) {
     let mut seen: HashMap<String, String> = HashMap::new();
     for step in input.steps() {
         let what = format!("the action of step `{}`", step.ident);
-        if syn::parse_str::<Ident>(&step.method).is_err() {
+        if step.method == "diagram" {
+            cx.error_spanned_by(
+                step.ident,
+                format!(
+                    "a step named `{}` would clash with the generated constant `{}::DIAGRAM`; rename \
+                     the variant (`#[step(name = \"{}\")]` keeps the persisted name)",
+                    step.ident, input.ident, step.name
+                ),
+            );
+        } else if syn::parse_str::<Ident>(&step.method).is_err() {
             cx.error_spanned_by(
                 step.ident,
                 format!(
@@ -311,6 +321,129 @@ fn check_after(cx: &Ctxt, input: &Input<'_>) {
                     );
             }
         }
+    }
+}
+
+/// Rule 6: `reads(...)` names steps with an output that are guaranteed to have succeeded
+/// whenever step `i` starts, so that its action and undo receive them as plain values.
+fn check_reads(cx: &Ctxt, input: &Input<'_>) {
+    let steps = input.steps();
+    for (i, step) in steps.iter().enumerate() {
+        let Some(reads) = &step.attrs.reads else {
+            continue;
+        };
+        let done = guaranteed(input, i);
+        let mut listed: Vec<&Ident> = Vec::new();
+        for read in &reads.steps {
+            if listed.contains(&read) {
+                cx.error_spanned_by(
+                    read,
+                    format!("`{read}` is listed twice in `reads(...)`; keep one"),
+                );
+                continue;
+            }
+            listed.push(read);
+            let reader = &step.ident;
+            let Some(j) = input.index_of(read) else {
+                cx.error_spanned_by(
+                    read,
+                    format!(
+                        "no step `{read}` in saga `{}`; `reads(...)` takes variant names of this enum",
+                        input.ident
+                    ),
+                );
+                continue;
+            };
+            if j == i {
+                cx.error_spanned_by(
+                    read,
+                    format!(
+                        "step `{reader}` cannot read its own output: its action makes it, and its undo \
+                         receives it as `Option<_>`; remove `{read}` from `reads(...)`"
+                    ),
+                );
+            } else if matches!(steps[j].output, Output::Unit) {
+                cx.error_spanned_by(
+                    read,
+                    format!(
+                        "step `{read}` has no output to read (it is a unit variant); give it one, \
+                         `{read}(Output)`, or remove it from the `reads(...)` of `{reader}`"
+                    ),
+                );
+            } else if j > i {
+                cx.error_spanned_by(
+                    read,
+                    format!(
+                        "step `{reader}` reads the output of `{read}`, which is declared after it: \
+                         `{read}` may not have run when `{reader}` or its undo is called; a step reads \
+                         only steps that must succeed before it starts"
+                    ),
+                );
+            } else if !done[j] {
+                let mut waits: Vec<String> = dependencies(input, i)
+                    .into_iter()
+                    .map(|d| steps[d].ident.to_string())
+                    .collect();
+                waits.push(read.to_string());
+                let hint = format!("`#[step(after({}))]`", waits.join(", "));
+                cx.error_spanned_by(
+                    read,
+                    format!(
+                        "step `{reader}` reads the output of `{read}`, but `{read}` is not guaranteed \
+                         to have succeeded when `{reader}` starts: they may run concurrently. Make \
+                         `{reader}` wait on `{read}` with {hint}"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The steps that have succeeded whenever step `i` starts: its dependencies, transitively, and
+/// the implicit order around the point of no return (the pivot waits for every compensatable
+/// step; a retriable step waits for the pivot, or without one for every compensatable step).
+pub fn guaranteed(input: &Input<'_>, i: usize) -> Vec<bool> {
+    let steps = input.steps();
+    let pivot = steps.iter().position(|s| s.kind() == Some(Kind::Pivot));
+    let direct = |k: usize| -> Vec<usize> {
+        let mut deps = dependencies(input, k);
+        let all_compensatable =
+            || (0..steps.len()).filter(|&c| steps[c].kind() == Some(Kind::Compensatable));
+        match steps[k].kind() {
+            Some(Kind::Pivot) => deps.extend(all_compensatable()),
+            Some(Kind::Retriable) => match pivot {
+                Some(p) => deps.push(p),
+                None => deps.extend(all_compensatable()),
+            },
+            _ => {}
+        }
+        deps.retain(|&d| d < k);
+        deps
+    };
+    let mut done = vec![false; steps.len()];
+    let mut todo = direct(i);
+    while let Some(k) = todo.pop() {
+        if !done[k] {
+            done[k] = true;
+            todo.extend(direct(k));
+        }
+    }
+    done
+}
+
+/// The steps whose outputs step `i` reads, in the order of its `reads(...)`.
+pub fn reads(input: &Input<'_>, i: usize) -> Vec<usize> {
+    match &input.steps()[i].attrs.reads {
+        Some(reads) => {
+            let mut out: Vec<usize> = Vec::new();
+            for r in reads.steps.iter().filter_map(|r| input.index_of(r)) {
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+            }
+            out
+        }
+        None => Vec::new(),
     }
 }
 

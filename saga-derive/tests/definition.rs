@@ -1,6 +1,5 @@
 //! The generated step table, dispatch and fingerprint of derived sagas.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use futures::executor::block_on;
@@ -40,7 +39,7 @@ enum SubmitOrder {
     #[step(after(OrderCreate))]
     CouponUse,
     #[compensate(pay_create_revert)]
-    #[step(after(StockDeduct, CouponUse))]
+    #[step(after(StockDeduct, CouponUse), reads(OrderCreate))]
     PayCreate(PaymentId),
 }
 
@@ -52,6 +51,7 @@ enum PayOrder {
     #[step(name = "payment_capture")]
     Capture(u64),
     #[retriable]
+    #[step(reads(Capture))]
     OrderMarkPaid,
 }
 
@@ -61,7 +61,6 @@ fn ctx(step: &'static str, op: Op) -> StepContext {
         step,
         op,
         attempt: 1,
-        outputs: BTreeMap::new(),
     }
 }
 
@@ -94,6 +93,8 @@ fn order_saga_table_has_kinds_dependencies_compensations_and_policies() {
             kind: StepKind::Compensatable,
             after: &[],
             compensation: Some("order_create_revert"),
+            output: "OrderId",
+            reads: &[],
             timeout_ms: None,
             retry: RetryOverride::default(),
         }
@@ -105,6 +106,8 @@ fn order_saga_table_has_kinds_dependencies_compensations_and_policies() {
             kind: StepKind::Compensatable,
             after: &[0],
             compensation: Some("stock_deduct_revert"),
+            output: "()",
+            reads: &[],
             timeout_ms: Some(2000),
             retry: RetryOverride {
                 max_attempts: Some(5),
@@ -218,10 +221,11 @@ impl SubmitOrderSteps for Orders {
         &self,
         _: &StepContext,
         input: &OrderRequest,
+        order: OrderId,
     ) -> Result<PaymentId, StepError> {
         self.called("pay_create");
         Ok(PaymentId {
-            id: format!("pay-{}", input.amount_cents),
+            id: format!("pay-{}-{}", order.0, input.amount_cents),
         })
     }
 
@@ -230,12 +234,13 @@ impl SubmitOrderSteps for Orders {
         _: &StepContext,
         _: &OrderRequest,
         output: Option<PaymentId>,
+        order: OrderId,
     ) -> Result<(), Retry> {
         self.called("pay_create_revert");
         self.compensated_outputs
             .lock()
             .unwrap()
-            .push(format!("{output:?}"));
+            .push(format!("{output:?} for order {}", order.0));
         Ok(())
     }
 }
@@ -245,11 +250,13 @@ fn dispatch_runs_the_action_of_each_step_index_and_encodes_its_output_as_json() 
     let orders = Orders::default();
     let input = request();
     let run = |i: usize, name: &'static str| {
+        let reads = if i == 3 { vec![json!(42)] } else { vec![] };
         block_on(<SubmitOrder as SagaSteps<Orders>>::run_action(
             &orders,
             i,
             &ctx(name, Op::Action),
             &input,
+            reads,
         ))
     };
     assert_eq!(run(0, "order_create"), Ok(json!(42)));
@@ -258,7 +265,7 @@ fn dispatch_runs_the_action_of_each_step_index_and_encodes_its_output_as_json() 
         Err(StepError::failure("out of stock"))
     );
     assert_eq!(run(2, "coupon_use"), Ok(json!(null)));
-    assert_eq!(run(3, "pay_create"), Ok(json!({"id": "pay-500"})));
+    assert_eq!(run(3, "pay_create"), Ok(json!({"id": "pay-42-500"})));
     assert_eq!(
         *orders.calls.lock().unwrap(),
         ["order_create", "stock_deduct", "coupon_use", "pay_create"]
@@ -274,15 +281,18 @@ fn dispatch_hands_compensations_the_decoded_output_or_none_when_lost() {
         3,
         &ctx("pay_create", Op::Action),
         &input,
+        vec![json!(42)],
     ))
     .unwrap();
     let undo = |i: usize, output| {
+        let reads = if i == 3 { vec![json!(42)] } else { vec![] };
         block_on(<SubmitOrder as SagaSteps<Orders>>::run_compensation(
             &orders,
             i,
             &ctx("x", Op::Compensate),
             &input,
             output,
+            reads,
         ))
     };
     assert_eq!(undo(3, Some(output)), Ok(()));
@@ -291,7 +301,11 @@ fn dispatch_hands_compensations_the_decoded_output_or_none_when_lost() {
     assert_eq!(undo(0, Some(json!("not a number"))), Ok(()));
     assert_eq!(
         *orders.compensated_outputs.lock().unwrap(),
-        [r#"Some(PaymentId { id: "pay-500" })"#, "None", "None"]
+        [
+            r#"Some(PaymentId { id: "pay-42-500" }) for order 42"#,
+            "None",
+            "None"
+        ]
     );
     assert_eq!(
         undo(1, Some(json!(null))),
@@ -307,6 +321,7 @@ fn dispatch_of_an_unknown_step_index_asks_to_retry() {
         4,
         &ctx("x", Op::Action),
         &request(),
+        vec![],
     ));
     assert_eq!(result, Err(StepError::retry("unknown step")));
     let undo = block_on(<SubmitOrder as SagaSteps<Orders>>::run_compensation(
@@ -315,9 +330,71 @@ fn dispatch_of_an_unknown_step_index_asks_to_retry() {
         &ctx("x", Op::Compensate),
         &request(),
         None,
+        vec![],
     ));
     assert_eq!(undo, Ok(()));
     assert!(orders.calls.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_read_output_that_does_not_decode_is_in_doubt_and_the_step_is_not_called() {
+    let orders = Orders::default();
+    let result = block_on(<SubmitOrder as SagaSteps<Orders>>::run_action(
+        &orders,
+        3,
+        &ctx("pay_create", Op::Action),
+        &request(),
+        vec![json!("forty-two")],
+    ));
+    let Err(StepError::Retry(reason)) = result else {
+        panic!("expected a retry, got {result:?}");
+    };
+    assert!(
+        reason.contains("the output of step `order_create` does not decode as"),
+        "{reason}"
+    );
+    let undo = block_on(<SubmitOrder as SagaSteps<Orders>>::run_compensation(
+        &orders,
+        3,
+        &ctx("pay_create", Op::Compensate),
+        &request(),
+        None,
+        vec![],
+    ));
+    let Err(Retry(reason)) = undo else {
+        panic!("expected a retry, got {undo:?}");
+    };
+    assert!(
+        reason.contains("the output of step `order_create`"),
+        "{reason}"
+    );
+    assert!(orders.calls.lock().unwrap().is_empty());
+}
+
+#[test]
+fn the_table_records_output_types_and_reads() {
+    let steps = SubmitOrder::definition().steps;
+    assert_eq!(steps[0].output, "OrderId");
+    assert_eq!(steps[1].output, "()");
+    assert_eq!(steps[3].output, "PaymentId");
+    assert_eq!(steps[3].reads, &[0]);
+    assert_eq!(PayOrder::definition().steps[1].reads, &[0]);
+    assert_eq!(
+        (SubmitOrder::ORDER_CREATE, SubmitOrder::PAY_CREATE),
+        ("order_create", "pay_create")
+    );
+    assert_eq!(PayOrder::CAPTURE, "payment_capture");
+}
+
+#[test]
+fn diagram_edges_carry_the_output_type_they_leave_with() {
+    assert!(
+        SubmitOrder::DIAGRAM.contains("s0 -->|\"OrderId\"| s1"),
+        "{}",
+        SubmitOrder::DIAGRAM
+    );
+    assert!(SubmitOrder::DIAGRAM.contains("s1 --> s3"));
+    assert!(PayOrder::DIAGRAM.contains("s0 -->|\"u64\"| s1"));
 }
 
 struct Payments;
@@ -331,8 +408,15 @@ impl PayOrderSteps for Payments {
         }
     }
 
-    async fn order_mark_paid(&self, _: &StepContext, _: &String) -> Result<(), Retry> {
-        Err(Retry::new("order service busy"))
+    async fn order_mark_paid(
+        &self,
+        _: &StepContext,
+        _: &String,
+        capture: u64,
+    ) -> Result<(), Retry> {
+        Err(Retry::new(format!(
+            "order service busy (payment {capture})"
+        )))
     }
 }
 
@@ -343,8 +427,12 @@ fn a_retriable_step_s_retry_becomes_an_in_doubt_step_error() {
         1,
         &ctx("order_mark_paid", Op::Action),
         &"pay-1".to_string(),
+        vec![json!(7)],
     ));
-    assert_eq!(result, Err(StepError::retry("order service busy")));
+    assert_eq!(
+        result,
+        Err(StepError::retry("order service busy (payment 7)"))
+    );
 }
 
 #[test]
@@ -356,6 +444,7 @@ fn pivot_and_retriable_steps_have_nothing_to_compensate() {
             &ctx("x", Op::Compensate),
             &"pay-1".to_string(),
             Some(json!(7)),
+            vec![],
         ));
         assert_eq!(undo, Ok(()));
     }
@@ -368,6 +457,7 @@ fn a_pivot_may_return_a_business_failure() {
         0,
         &ctx("payment_capture", Op::Action),
         &"cancelled".to_string(),
+        vec![],
     ));
     assert_eq!(result, Err(StepError::failure("payment cancelled")));
 }
@@ -388,15 +478,41 @@ mod fingerprint {
         C,
     }
 
-    /// `Base` again, under another type name and with other output types.
+    /// `Base` again, under another type name, with another input type and other undo names.
     #[derive(Saga)]
     #[saga(input = String, name = "checkout")]
     enum SameShape {
         #[compensate(undo_a)]
-        A(String),
+        A,
         #[compensate(undo_b)]
-        B,
+        B(u32),
         #[pivot]
+        C,
+    }
+
+    /// `Base` with another output type for `B`.
+    #[derive(Saga)]
+    #[saga(input = (), name = "checkout")]
+    enum OtherOutput {
+        #[compensate(a_undo)]
+        A,
+        #[compensate(b_undo)]
+        B(u64),
+        #[pivot]
+        C,
+    }
+
+    /// `Base` where `C` reads `B`: reads are not part of the fingerprint (every output is
+    /// persisted whatever reads it).
+    #[derive(Saga)]
+    #[saga(input = (), name = "checkout")]
+    enum OtherReads {
+        #[compensate(a_undo)]
+        A,
+        #[compensate(b_undo)]
+        B(u32),
+        #[pivot]
+        #[step(reads(B))]
         C,
     }
 
@@ -407,7 +523,7 @@ mod fingerprint {
         A,
         #[compensate(b_undo)]
         #[step(name = "b2")]
-        B,
+        B(u32),
         #[pivot]
         C,
     }
@@ -418,7 +534,7 @@ mod fingerprint {
         #[compensate(a_undo)]
         A,
         #[pivot]
-        B,
+        B(u32),
         #[retriable]
         C,
     }
@@ -427,7 +543,7 @@ mod fingerprint {
     #[saga(input = (), name = "checkout")]
     enum OtherOrder {
         #[compensate(b_undo)]
-        B,
+        B(u32),
         #[compensate(a_undo)]
         A,
         #[pivot]
@@ -441,7 +557,7 @@ mod fingerprint {
         A,
         #[compensate(b_undo)]
         #[step(after())]
-        B,
+        B(u32),
         #[pivot]
         C,
     }
@@ -452,7 +568,7 @@ mod fingerprint {
         #[compensate(a_undo)]
         A,
         #[compensate(b_undo)]
-        B,
+        B(u32),
         #[pivot]
         C,
     }
@@ -465,7 +581,7 @@ mod fingerprint {
         A,
         #[compensate(b_undo)]
         #[step(retry(max_attempts = 3, initial_ms = 1, max_ms = 2))]
-        B,
+        B(u32),
         #[pivot]
         #[step(timeout_ms = 99, retry(max_attempts = 1))]
         C,
@@ -499,6 +615,18 @@ mod fingerprint {
     #[test]
     fn fingerprint_changes_when_a_dependency_changes() {
         assert_ne!(base(), OtherDependency::definition().fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_changes_when_an_output_type_changes() {
+        assert_ne!(base(), OtherOutput::definition().fingerprint());
+        assert_eq!(OtherOutput::definition().steps[1].output, "u64");
+    }
+
+    #[test]
+    fn fingerprint_does_not_change_when_only_reads_change() {
+        assert_eq!(base(), OtherReads::definition().fingerprint());
+        assert_eq!(OtherReads::definition().steps[2].reads, &[1]);
     }
 
     #[test]

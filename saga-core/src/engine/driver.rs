@@ -1,7 +1,7 @@
 //! One task per saga instance being driven: apply an event, persist the new state under the
 //! fence, then carry out the commands. Step calls run as tasks of their own and report back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -418,26 +418,25 @@ impl Driver {
         let timeout = self.def.steps[step]
             .timeout()
             .unwrap_or(self.inner.config.step_timeout);
-        let outputs: BTreeMap<String, Value> = self
-            .state
-            .steps
+        // The outputs this step reads: its dependencies succeeded before it started, so each
+        // is in the persisted state (a missing one is reported by the dispatch, not called).
+        let reads: Vec<Value> = self.def.steps[step]
+            .reads
             .iter()
-            .zip(self.def.steps)
-            .filter_map(|(s, d)| s.output.clone().map(|o| (d.name.to_string(), o)))
+            .map(|&r| self.state.steps[r].output.clone().unwrap_or(Value::Null))
             .collect();
         let ctx = StepContext {
             gid: self.gid.clone(),
             step: self.def.steps[step].name,
             op,
             attempt,
-            outputs,
         };
         let call = match op {
-            Op::Action => self.saga.run_action(step, ctx, self.input.clone()),
+            Op::Action => self.saga.run_action(step, ctx, self.input.clone(), reads),
             Op::Compensate => {
                 let fut = self
                     .saga
-                    .run_compensation(step, ctx, self.input.clone(), output);
+                    .run_compensation(step, ctx, self.input.clone(), output, reads);
                 Box::pin(async move {
                     fut.await
                         .map(|()| Value::Null)

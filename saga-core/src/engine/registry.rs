@@ -18,18 +18,22 @@ pub(crate) trait ErasedSaga: Send + Sync {
     fn fingerprint(&self) -> &str;
     /// Decodes a persisted input as the saga's input type.
     fn decode_input(&self, input: &Value) -> Result<AnyInput, serde_json::Error>;
+    /// Calls the action of `step` with the outputs it reads.
     fn run_action(
         &self,
         step: usize,
         ctx: StepContext,
         input: AnyInput,
+        reads: Vec<Value>,
     ) -> BoxFuture<'static, RawActionResult>;
+    /// Calls the compensation of `step` with its own output and the outputs it reads.
     fn run_compensation(
         &self,
         step: usize,
         ctx: StepContext,
         input: AnyInput,
         output: Option<Value>,
+        reads: Vec<Value>,
     ) -> BoxFuture<'static, Result<(), Retry>>;
 }
 
@@ -67,13 +71,14 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Registered<S, H> 
         step: usize,
         ctx: StepContext,
         input: AnyInput,
+        reads: Vec<Value>,
     ) -> BoxFuture<'static, RawActionResult> {
         let handler = self.handler.clone();
         Box::pin(async move {
             let Some(input) = input.downcast_ref::<S::Input>() else {
                 return Err(StepError::Retry("saga input has the wrong type".into()));
             };
-            S::run_action(&handler, step, &ctx, input).await
+            S::run_action(&handler, step, &ctx, input, reads).await
         })
     }
 
@@ -83,13 +88,14 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Registered<S, H> 
         ctx: StepContext,
         input: AnyInput,
         output: Option<Value>,
+        reads: Vec<Value>,
     ) -> BoxFuture<'static, Result<(), Retry>> {
         let handler = self.handler.clone();
         Box::pin(async move {
             let Some(input) = input.downcast_ref::<S::Input>() else {
                 return Err(Retry::new("saga input has the wrong type"));
             };
-            S::run_compensation(&handler, step, &ctx, input, output).await
+            S::run_compensation(&handler, step, &ctx, input, output, reads).await
         })
     }
 }

@@ -373,6 +373,8 @@ const fn step(name: &'static str, kind: StepKind, after: &'static [usize]) -> St
             StepKind::Compensatable => Some("undo"),
             _ => None,
         },
+        output: "()",
+        reads: &[],
         timeout_ms: None,
         retry: RetryOverride {
             max_attempts: None,
@@ -449,6 +451,7 @@ macro_rules! scripted_saga {
                 _step: usize,
                 ctx: &'a StepContext,
                 input: &'a String,
+                _reads: Vec<Value>,
             ) -> BoxFuture<'a, RawActionResult> {
                 Box::pin(h.run_action(ctx, input))
             }
@@ -459,6 +462,7 @@ macro_rules! scripted_saga {
                 ctx: &'a StepContext,
                 input: &'a String,
                 output: Option<Value>,
+                _reads: Vec<Value>,
             ) -> BoxFuture<'a, Result<(), Retry>> {
                 Box::pin(h.run_compensation(ctx, input, output))
             }

@@ -13,7 +13,7 @@ enum PayOrder {
     #[retriable]
     OrderMarkPaid,
     #[retriable]
-    #[step(retry(max_attempts = 20))]
+    #[step(retry(max_attempts = 20), reads(PaymentCapture))]
     Notify(bool),
 }
 
@@ -35,8 +35,8 @@ impl PayOrderSteps for Handler {
     async fn order_mark_paid(&self, _: &StepContext, _: &u64) -> Result<(), Retry> {
         Err(Retry::new("busy"))
     }
-    async fn notify(&self, _: &StepContext, _: &u64) -> Result<bool, Retry> {
-        Ok(true)
+    async fn notify(&self, _: &StepContext, _: &u64, capture: String) -> Result<bool, Retry> {
+        Ok(capture.starts_with("captured"))
     }
 }
 
@@ -51,10 +51,14 @@ fn main() {
         step: "payment_capture",
         op: Op::Action,
         attempt: 1,
-        outputs: Default::default(),
     };
-    let out = block_on(<PayOrder as SagaSteps<Handler>>::run_action(&Handler, 1, &ctx, &5));
+    let out = block_on(<PayOrder as SagaSteps<Handler>>::run_action(&Handler, 1, &ctx, &5, vec![]));
     assert_eq!(out, Ok(serde_json::json!("captured 5")));
-    let out = block_on(<PayOrder as SagaSteps<Handler>>::run_action(&Handler, 2, &ctx, &5));
+    let out = block_on(<PayOrder as SagaSteps<Handler>>::run_action(&Handler, 2, &ctx, &5, vec![]));
     assert_eq!(out, Err(StepError::retry("busy")));
+    // A retriable step after the pivot reads the pivot's output.
+    assert_eq!(def.steps[3].reads, &[1]);
+    let reads = vec![serde_json::json!("captured 5")];
+    let out = block_on(<PayOrder as SagaSteps<Handler>>::run_action(&Handler, 3, &ctx, &5, reads));
+    assert_eq!(out, Ok(serde_json::json!(true)));
 }
