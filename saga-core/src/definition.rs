@@ -303,3 +303,95 @@ fn mermaid_edge(from: usize, to: usize, output: &str) -> String {
         format!("    s{from} -->|\"{label}\"| s{to}\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn step(name: &'static str, kind: StepKind, after: &'static [usize]) -> StepDefinition {
+        StepDefinition {
+            name,
+            kind,
+            after,
+            compensation: match kind {
+                StepKind::Compensatable => Some("undo"),
+                _ => None,
+            },
+            output: "u64",
+            reads: &[],
+            timeout_ms: None,
+            retry: RetryOverride {
+                max_attempts: None,
+                initial_ms: None,
+                max_ms: None,
+            },
+        }
+    }
+
+    fn saga(steps: &'static [StepDefinition]) -> SagaDefinition {
+        SagaDefinition {
+            name: "trip",
+            version: 1,
+            steps,
+        }
+    }
+
+    #[test]
+    fn guaranteed_steps_follow_dependencies_and_the_point_of_no_return() {
+        static STEPS: [StepDefinition; 5] = [
+            step("flight", StepKind::Compensatable, &[]),
+            step("hotel", StepKind::Compensatable, &[]),
+            step("car", StepKind::Compensatable, &[0]),
+            step("pay", StepKind::Pivot, &[2]),
+            step("notify", StepKind::Retriable, &[3]),
+        ];
+        let def = saga(&STEPS);
+        assert_eq!(def.guaranteed(0), [false; 5]);
+        assert_eq!(def.guaranteed(2), [true, false, false, false, false]);
+        // The pivot waits for every compensatable step, listed or not.
+        assert_eq!(def.guaranteed(3), [true, true, true, false, false]);
+        assert_eq!(def.guaranteed(4), [true, true, true, true, false]);
+    }
+
+    #[test]
+    fn validate_refuses_a_read_that_is_not_guaranteed() {
+        static SIBLING: [StepDefinition; 3] = [
+            step("flight", StepKind::Compensatable, &[]),
+            step("hotel", StepKind::Compensatable, &[]),
+            StepDefinition {
+                reads: &[1],
+                ..step("car", StepKind::Compensatable, &[0])
+            },
+        ];
+        assert_eq!(
+            saga(&SIBLING).validate(),
+            Err(DefinitionError::UnavailableRead {
+                reader: "car",
+                read: "hotel"
+            })
+        );
+        static LATER: [StepDefinition; 2] = [
+            StepDefinition {
+                reads: &[1],
+                ..step("flight", StepKind::Compensatable, &[])
+            },
+            step("hotel", StepKind::Compensatable, &[0]),
+        ];
+        assert!(matches!(
+            saga(&LATER).validate(),
+            Err(DefinitionError::UnavailableRead {
+                reader: "flight",
+                ..
+            })
+        ));
+        static FINE: [StepDefinition; 3] = [
+            step("flight", StepKind::Compensatable, &[]),
+            step("hotel", StepKind::Compensatable, &[]),
+            StepDefinition {
+                reads: &[0, 1],
+                ..step("pay", StepKind::Pivot, &[])
+            },
+        ];
+        assert_eq!(saga(&FINE).validate(), Ok(()));
+    }
+}
