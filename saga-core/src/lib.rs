@@ -21,7 +21,9 @@ pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, MAX_GID_LEN, SagaView, StepView, Submitted,
 };
 pub use machine::{SagaStatus, StepStatus};
-pub use step::{BoxFuture, Op, Retry, Saga, SagaSteps, StepContext, StepError};
+pub use step::{
+    BoxFuture, Op, OutputsError, Retry, Saga, SagaOutputs, SagaSteps, StepContext, StepError,
+};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{Store, StoreError};
 
@@ -53,6 +55,17 @@ pub mod __private {
     /// decodes is treated like a lost output.
     pub fn decode_output<T: DeserializeOwned>(value: Option<Value>) -> Option<T> {
         value.and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// Decodes one field of a generated `{Enum}Outputs`: `None` while the step has no output.
+    pub fn decode_field<T: DeserializeOwned>(
+        value: Option<Value>,
+        step: &'static str,
+    ) -> Result<Option<T>, crate::step::OutputsError> {
+        value
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|source| crate::step::OutputsError::Decode { step, source })
     }
 
     /// Decodes the persisted output of step `from`, read by the step being called. A missing

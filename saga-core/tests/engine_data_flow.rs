@@ -348,3 +348,43 @@ fn the_undo_of_a_step_in_doubt_gets_none_and_its_reads(backend: Backend) {
         ]
     );
 }
+
+on_both_stores_sync!(a_view_decodes_outputs_through_the_saga_type);
+
+fn a_view_decodes_outputs_through_the_saga_type(backend: Backend) {
+    let db = Db::new(backend);
+    let agency = Agency::new(None);
+    let trip = Trip {
+        fail_pay: false,
+        car_in_doubt: false,
+    };
+    runtime().block_on(async {
+        let engine = booking_engine(&db, &agency).await;
+        engine.submit::<Booking>("trip-4", &trip).await.unwrap();
+        let view = finish(&engine, "trip-4", 20).await;
+        let outputs = view.outputs::<Booking>().unwrap();
+        let calls = agency.calls();
+        assert_eq!(
+            format!("{:?}", outputs.flight.unwrap()),
+            produced(&calls, "flight -> ")
+        );
+        assert_eq!(
+            format!("{:?}", outputs.pay.unwrap()),
+            produced(&calls, "pay -> ")
+        );
+        assert!(outputs.hotel.is_some() && outputs.car.is_some());
+        // A view read as another saga is refused.
+        let mut other = view.clone();
+        other.saga = "pay_order".into();
+        assert!(matches!(
+            other.outputs::<Booking>(),
+            Err(saga_core::OutputsError::OtherSaga { .. })
+        ));
+        let mut broken = view.clone();
+        broken.steps[0].output = Some(serde_json::json!("not a flight"));
+        assert!(matches!(
+            broken.outputs::<Booking>(),
+            Err(saga_core::OutputsError::Decode { step: "flight", .. })
+        ));
+    });
+}

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::{Engine, EngineError};
 use crate::definition::SagaDefinition;
 use crate::machine::{self, SagaStatus, StepStatus};
+use crate::step::{OutputsError, SagaOutputs};
 use crate::store::{InstanceRecord, SagaSummary};
 
 /// One step of a [`SagaView`].
@@ -54,6 +55,28 @@ pub struct SagaView {
     pub updated_at: i64,
     /// Whether the saga may have passed its point of no return.
     pub past_pivot: bool,
+}
+
+impl SagaView {
+    /// The outputs of this saga's steps, decoded through the saga type:
+    /// `view.outputs::<SubmitOrder>()?.order_create` is an `Option<OrderId>`. An error when the
+    /// view is of another saga, or a persisted output does not decode as its type.
+    pub fn outputs<S: SagaOutputs>(&self) -> Result<S::Outputs, OutputsError> {
+        let def = S::definition();
+        let same_steps = self.steps.len() == def.steps.len()
+            && self
+                .steps
+                .iter()
+                .zip(def.steps)
+                .all(|(v, d)| v.name == d.name);
+        if self.saga != def.name || !same_steps {
+            return Err(OutputsError::OtherSaga {
+                expected: def.name,
+                found: self.saga.clone(),
+            });
+        }
+        S::decode_outputs(self.steps.iter().map(|s| s.output.clone()).collect())
+    }
 }
 
 impl Engine {
