@@ -66,7 +66,7 @@ pub struct StepDefinition {
     /// part in the fingerprint: instances persisted with another output type are not driven by
     /// this definition.
     pub output: &'static str,
-    /// Indices of the steps whose outputs the action and its undo receive, in order
+    /// Indices of the steps whose outputs the action and its compensation receive, in order
     /// (`#[step(reads(A, B))]`). Each is guaranteed to have succeeded when this step starts.
     pub reads: &'static [usize],
     /// Per-attempt timeout in milliseconds; `None` keeps the engine default.

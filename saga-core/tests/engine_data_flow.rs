@@ -1,7 +1,7 @@
 //! Typed data flow through the engine (docs/semantics.md, "Outputs"), on SQLite and PostgreSQL:
 //! a derived saga whose steps read earlier outputs (`#[step(reads(..))]`), driven across a
 //! crash. The engine that finishes each saga has a fresh handler and a fresh runtime, so every
-//! value a step or an undo receives after the crash comes from the store, not from memory.
+//! value a step or a compensation receives after the crash comes from the store, not from memory.
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 
 #[macro_use]
@@ -18,8 +18,8 @@ use engine_support::*;
 
 on_both_stores_sync!(
     outputs_reach_later_steps_across_a_crash,
-    undos_get_their_own_output_and_what_they_read_across_a_crash,
-    the_undo_of_a_step_in_doubt_gets_none_and_its_reads,
+    compensations_get_their_own_output_and_what_they_read_across_a_crash,
+    the_compensation_of_a_step_in_doubt_gets_none_and_its_reads,
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,7 +278,7 @@ fn outputs_reach_later_steps_across_a_crash(backend: Backend) {
     );
 }
 
-fn undos_get_their_own_output_and_what_they_read_across_a_crash(backend: Backend) {
+fn compensations_get_their_own_output_and_what_they_read_across_a_crash(backend: Backend) {
     let db = Db::new(backend);
     let trip = Trip {
         fail_pay: true,
@@ -302,8 +302,8 @@ fn undos_get_their_own_output_and_what_they_read_across_a_crash(backend: Backend
             format!("pay({flight}, {car})"),
         ]
     );
-    // The car is undone first, with its own output and the two it read; the flight and the
-    // hotel, which ran concurrently, are undone after it in either order.
+    // The car is compensated first, with its own output and the two it read; the flight and the
+    // hotel, which ran concurrently, are compensated after it in either order.
     assert_eq!(
         calls[3],
         format!("car_cancel(Some({car}), {flight}, {hotel})")
@@ -319,7 +319,7 @@ fn undos_get_their_own_output_and_what_they_read_across_a_crash(backend: Backend
     );
 }
 
-fn the_undo_of_a_step_in_doubt_gets_none_and_its_reads(backend: Backend) {
+fn the_compensation_of_a_step_in_doubt_gets_none_and_its_reads(backend: Backend) {
     let db = Db::new(backend);
     let trip = Trip {
         fail_pay: false,
@@ -334,7 +334,7 @@ fn the_undo_of_a_step_in_doubt_gets_none_and_its_reads(backend: Backend) {
         assert_status(&view, SagaStatus::Compensated);
     });
     let calls = after.calls();
-    // The car's second and last attempt stays in doubt, so the saga turns back; the car's undo
+    // The car's second and last attempt stays in doubt, so the saga turns back; the car's compensation
     // cannot know whether a car was booked (`None`) but does get the flight and the hotel.
     assert_eq!(calls[0], format!("car({flight}, {hotel})"));
     assert_eq!(calls[1], format!("car_cancel(None, {flight}, {hotel})"));

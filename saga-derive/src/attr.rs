@@ -95,7 +95,7 @@ pub struct After {
     pub steps: Vec<Ident>,
 }
 
-/// `reads(A, B)` inside `#[step(...)]`: the earlier steps whose outputs the action and its undo
+/// `reads(A, B)` inside `#[step(...)]`: the earlier steps whose outputs the action and its compensation
 /// receive, in this order.
 pub struct Reads {
     pub steps: Vec<Ident>,

@@ -36,8 +36,8 @@ use proc_macro::TokenStream;
 ///     #[step(timeout_ms = 2000, retry(max_attempts = 5, initial_ms = 50, max_ms = 1000))]
 ///     StockDeduct,
 ///     #[pivot]                            // the go/no-go step, never undone
-///     #[step(name = "payment", after(OrderCreate, StockDeduct))]
-///     Pay(PaymentId),
+///     #[step(name = "payment", after(OrderCreate, StockDeduct), reads(OrderCreate))]
+///     Pay(PaymentId),                     // receives `OrderCreate`'s output, typed
 ///     #[retriable]                        // after the pivot; can only be retried
 ///     Notify,
 /// }
@@ -61,8 +61,10 @@ use proc_macro::TokenStream;
 ///     ) -> Result<(), Retry> {
 ///         Ok(())
 ///     }
-///     async fn pay(&self, _: &StepContext, _: &OrderRequest) -> Result<PaymentId, StepError> {
-///         Ok(PaymentId(7))
+///     async fn pay(
+///         &self, _: &StepContext, _: &OrderRequest, order: OrderId,
+///     ) -> Result<PaymentId, StepError> {
+///         Ok(PaymentId(order.0 + 6))
 ///     }
 ///     async fn notify(&self, _: &StepContext, _: &OrderRequest) -> Result<(), Retry> {
 ///         Ok(())
@@ -72,18 +74,26 @@ use proc_macro::TokenStream;
 /// let def = SubmitOrder::definition();
 /// assert_eq!(def.steps[2].name, "payment");
 /// assert_eq!(def.steps[2].after, &[0, 1]);
+/// assert_eq!(def.steps[2].reads, &[0]);
+/// assert_eq!(SubmitOrder::PAY, "payment");
 /// assert_eq!(SubmitOrder::DIAGRAM, def.mermaid());
 /// ```
 ///
 /// Generates:
-/// - the `Saga` impl, with the step table (names, kinds, dependencies, compensations,
-///   timeouts, retry overrides);
+/// - the `Saga` impl, with the step table (names, kinds, dependencies, compensations, output
+///   types, reads, timeouts, retry overrides);
 /// - a trait `SubmitOrderSteps` with one async method per action (named after the variant) and
 ///   per compensation. Compensatable and pivot actions return `Result<Output, StepError>`;
 ///   retriable actions and compensations return `Result<_, Retry>`, so a business failure where
-///   the saga cannot take one is a type error;
+///   the saga cannot take one is a type error. A step with `reads(A, ..)` gets the outputs of
+///   those steps as typed arguments after the input, in its action and in its compensation;
+///   reading a step that is not guaranteed to have succeeded before it starts is a compile error;
 /// - `SagaSteps<H>` for every `H: SubmitOrderSteps`, the dispatch the engine calls;
-/// - `SubmitOrder::DIAGRAM`, a Mermaid flowchart of the saga, also shown in the trait's docs.
+/// - `SubmitOrder::DIAGRAM`, a Mermaid flowchart of the saga, also shown in the trait's docs;
+/// - one constant per step with its persisted name (`SubmitOrder::STOCK_DEDUCT`), for the
+///   participant side;
+/// - `SubmitOrderOutputs` and `SagaOutputs`, so that `view.outputs::<SubmitOrder>()` decodes a
+///   saga view's outputs.
 ///
 /// `#[compensate = "name"]` is accepted as well: rustc rejects `#[compensate = name]` (attribute
 /// values must be literals). Every rule of a saga definition is checked at compile time, and

@@ -324,8 +324,8 @@ fn check_after(cx: &Ctxt, input: &Input<'_>) {
     }
 }
 
-/// Rule 6: `reads(...)` names steps with an output that are guaranteed to have succeeded
-/// whenever step `i` starts, so that its action and undo receive them as plain values.
+/// Rule 7 (data flow): `reads(...)` names steps with an output that are guaranteed to have succeeded
+/// whenever step `i` starts, so that its action and compensation receive them as plain values.
 fn check_reads(cx: &Ctxt, input: &Input<'_>) {
     let steps = input.steps();
     for (i, step) in steps.iter().enumerate() {
@@ -358,8 +358,8 @@ fn check_reads(cx: &Ctxt, input: &Input<'_>) {
                 cx.error_spanned_by(
                     read,
                     format!(
-                        "step `{reader}` cannot read its own output: its action makes it, and its undo \
-                         receives it as `Option<_>`; remove `{read}` from `reads(...)`"
+                        "step `{reader}` cannot read its own output: its action makes it, and its \
+                         compensation receives it as `Option<_>`; remove `{read}` from `reads(...)`"
                     ),
                 );
             } else if matches!(steps[j].output, Output::Unit) {
@@ -375,7 +375,7 @@ fn check_reads(cx: &Ctxt, input: &Input<'_>) {
                     read,
                     format!(
                         "step `{reader}` reads the output of `{read}`, which is declared after it: \
-                         `{read}` may not have run when `{reader}` or its undo is called; a step reads \
+                         `{read}` may not have run when `{reader}` or its compensation is called; a step reads \
                          only steps that must succeed before it starts"
                     ),
                 );

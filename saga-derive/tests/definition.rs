@@ -478,7 +478,7 @@ mod fingerprint {
         C,
     }
 
-    /// `Base` again, under another type name, with another input type and other undo names.
+    /// `Base` again, under another type name, with another input type and other compensation names.
     #[derive(Saga)]
     #[saga(input = String, name = "checkout")]
     enum SameShape {

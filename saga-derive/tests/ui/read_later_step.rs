@@ -1,4 +1,4 @@
-//! A step (and so its undo) reads a step declared after it, which may never have run.
+//! A step (and so its compensation) reads a step declared after it, which may never have run.
 
 use saga_core::Saga;
 

@@ -1,4 +1,4 @@
-//! A sequential saga whose steps read every earlier output they need, and whose undos get
+//! A sequential saga whose steps read every earlier output they need, and whose compensations get
 //! their own output as `Option` and what they read as plain values.
 
 use futures::executor::block_on;

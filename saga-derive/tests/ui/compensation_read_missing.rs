@@ -1,4 +1,4 @@
-//! An undo written without the output its step reads, and one that takes its own output as a
+//! A compensation written without the output its step reads, and one that takes its own output as a
 //! plain value instead of `Option`.
 
 use saga_core::{Retry, Saga, StepContext, StepError};
