@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::api::Valid;
 use crate::db::{Db, Tx, Work};
-use crate::model::OrderRequest;
+use crate::model::{OrderRequest, PaymentCancel};
 use crate::services::{Services, coupon, order, payment, stock};
 
 /// The baseline routes on the services' databases.
@@ -80,7 +80,7 @@ pub fn router(services: Services) -> Router {
         .route(
             "/api/direct/payCreateRevert",
             post(
-                |s: State<Services>, Valid(o): Valid<OrderRequest>| async move {
+                |s: State<Services>, Valid(o): Valid<PaymentCancel>| async move {
                     plain(&s.payment, move |tx| Box::pin(payment::cancel(tx, o))).await
                 },
             ),
@@ -90,9 +90,9 @@ pub fn router(services: Services) -> Router {
 
 /// Runs a business step in a transaction of its own; a failed step rolls back with it, as
 /// it would with the barrier.
-async fn plain<F>(db: &Db, step: F) -> Result<Json<Value>, StepError>
+async fn plain<T, F>(db: &Db, step: F) -> Result<Json<Value>, StepError>
 where
-    F: for<'c> FnOnce(Tx<'c>) -> Work<'c, (), StepError>,
+    F: for<'c> FnOnce(Tx<'c>) -> Work<'c, T, StepError>,
 {
     db.transaction(step).await?;
     Ok(Json(json!({ "result": "ran" })))

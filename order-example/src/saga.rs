@@ -3,26 +3,29 @@
 
 use saga_core::http::StepClient;
 use saga_core::{Retry, Saga, StepContext, StepError};
-use serde_json::Value;
 
-use crate::model::{OrderRequest, PayRequest};
+use crate::model::{MarkPaid, OrderId, OrderRequest, PayRequest, Payment, PaymentCancel};
 
 /// Placing an order: four compensatable steps, compensated in reverse on a business failure.
+/// The payment document is made for the order the first step created, and cancelled by the id
+/// `payCreate` gave it.
 #[derive(Saga)]
 #[saga(input = OrderRequest)]
 pub enum SubmitOrder {
     /// Creates the order row (`created`); compensation: `cancelled`.
     #[compensate(order_create_revert)]
-    OrderCreate,
+    OrderCreate(OrderId),
     /// Deducts stock if enough remains; compensation: adds it back.
     #[compensate(stock_deduct_revert)]
     StockDeduct,
     /// Marks the coupon used (nothing without a coupon); compensation: unused again.
     #[compensate(coupon_use_revert)]
     CouponUse,
-    /// Creates the pending payment document; compensation: `cancelled`.
+    /// Creates the pending payment document for the created order; compensation: `cancelled`,
+    /// by the payment's id when its reply was received, by the order's id when it was lost.
     #[compensate(pay_create_revert)]
-    PayCreate,
+    #[step(reads(OrderCreate))]
+    PayCreate(Payment),
 }
 
 /// Paying an order: capturing the payment is the pivot, marking the order paid is retriable.
@@ -31,9 +34,11 @@ pub enum SubmitOrder {
 pub enum PayOrder {
     /// Pending payment -> paid; a cancelled payment is a business failure.
     #[pivot]
-    PaymentCapture,
-    /// Order -> paid. Cannot fail for a business reason once the payment is captured.
+    PaymentCapture(Payment),
+    /// Order -> paid, recording the captured payment. Cannot fail for a business reason once
+    /// the payment is captured.
     #[retriable]
+    #[step(reads(PaymentCapture))]
     OrderMarkPaid,
 }
 
@@ -50,43 +55,38 @@ impl HttpSteps {
             client: StepClient::with_client(client, base_url),
         }
     }
+}
 
-    async fn action<B: serde::Serialize + Sync>(
-        &self,
-        path: &str,
-        ctx: &StepContext,
-        body: &B,
-    ) -> Result<(), StepError> {
-        self.client.call::<Value>(path, ctx, body).await.map(drop)
-    }
-
-    async fn compensate<B: serde::Serialize + Sync>(
-        &self,
-        path: &str,
-        ctx: &StepContext,
-        body: &B,
-    ) -> Result<(), Retry> {
-        self.client.compensate(path, ctx, body).await
+/// Any reply of a participant's action that is a refusal turns into a retry: for a retriable
+/// step the payment is captured, so the step can only be called again.
+fn retry_only(error: StepError) -> Retry {
+    match error {
+        StepError::Failure(reason) | StepError::Retry(reason) => Retry(reason),
     }
 }
 
 impl SubmitOrderSteps for HttpSteps {
-    async fn order_create(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
-        self.action("/api/busi/orderCreate", ctx, input).await
+    async fn order_create(
+        &self,
+        ctx: &StepContext,
+        input: &OrderRequest,
+    ) -> Result<OrderId, StepError> {
+        self.client.call("/api/busi/orderCreate", ctx, input).await
     }
 
     async fn order_create_revert(
         &self,
         ctx: &StepContext,
         input: &OrderRequest,
-        _output: Option<()>,
+        _order: Option<OrderId>,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/orderCreateRevert", ctx, input)
+        self.client
+            .compensate("/api/busi/orderCreateRevert", ctx, input)
             .await
     }
 
     async fn stock_deduct(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
-        self.action("/api/busi/stockDeduct", ctx, input).await
+        self.client.call("/api/busi/stockDeduct", ctx, input).await
     }
 
     async fn stock_deduct_revert(
@@ -95,12 +95,13 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/stockDeductRevert", ctx, input)
+        self.client
+            .compensate("/api/busi/stockDeductRevert", ctx, input)
             .await
     }
 
     async fn coupon_use(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
-        self.action("/api/busi/couponUse", ctx, input).await
+        self.client.call("/api/busi/couponUse", ctx, input).await
     }
 
     async fn coupon_use_revert(
@@ -109,21 +110,41 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         _output: Option<()>,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/couponUseRevert", ctx, input)
+        self.client
+            .compensate("/api/busi/couponUseRevert", ctx, input)
             .await
     }
 
-    async fn pay_create(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
-        self.action("/api/busi/payCreate", ctx, input).await
+    async fn pay_create(
+        &self,
+        ctx: &StepContext,
+        input: &OrderRequest,
+        order: OrderId,
+    ) -> Result<Payment, StepError> {
+        let body = OrderRequest {
+            order_id: order.order_id,
+            ..input.clone()
+        };
+        self.client.call("/api/busi/payCreate", ctx, &body).await
     }
 
     async fn pay_create_revert(
         &self,
         ctx: &StepContext,
         input: &OrderRequest,
-        _output: Option<()>,
+        payment: Option<Payment>,
+        order: OrderId,
     ) -> Result<(), Retry> {
-        self.compensate("/api/busi/payCreateRevert", ctx, input)
+        let body = PaymentCancel {
+            order: OrderRequest {
+                order_id: order.order_id,
+                ..input.clone()
+            },
+            payment_id: payment.map(|p| p.payment_id),
+            unknown: Default::default(),
+        };
+        self.client
+            .compensate("/api/busi/payCreateRevert", ctx, &body)
             .await
     }
 }
@@ -133,16 +154,26 @@ impl PayOrderSteps for HttpSteps {
         &self,
         ctx: &StepContext,
         input: &PayRequest,
-    ) -> Result<(), StepError> {
-        self.action("/api/busi/paymentCapture", ctx, input).await
+    ) -> Result<Payment, StepError> {
+        self.client
+            .call("/api/busi/paymentCapture", ctx, input)
+            .await
     }
 
-    async fn order_mark_paid(&self, ctx: &StepContext, input: &PayRequest) -> Result<(), Retry> {
-        // A refusal here is not a business failure: the payment is captured, so retry.
-        self.action("/api/busi/orderMarkPaid", ctx, input)
+    async fn order_mark_paid(
+        &self,
+        ctx: &StepContext,
+        input: &PayRequest,
+        payment: Payment,
+    ) -> Result<(), Retry> {
+        let body = MarkPaid {
+            pay: input.clone(),
+            payment_id: Some(payment.payment_id),
+            unknown: Default::default(),
+        };
+        self.client
+            .call("/api/busi/orderMarkPaid", ctx, &body)
             .await
-            .map_err(|e| match e {
-                StepError::Failure(reason) | StepError::Retry(reason) => Retry(reason),
-            })
+            .map_err(retry_only)
     }
 }

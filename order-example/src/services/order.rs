@@ -16,7 +16,7 @@ use super::endpoint;
 use crate::api::Valid;
 use crate::db::{Db, Target, Tx, sql};
 use crate::faults::{Faults, Point};
-use crate::model::{OrderRequest, PayRequest};
+use crate::model::{MarkPaid, OrderId, OrderRequest};
 
 /// The order service's endpoints, on its database.
 pub fn router(db: Db, faults: &Arc<Faults>) -> Router {
@@ -31,7 +31,7 @@ pub fn router(db: Db, faults: &Arc<Faults>) -> Router {
         )
         .route(
             "/api/busi/orderMarkPaid",
-            endpoint::<PayRequest>(Point::OrderMarkPaid, faults, post(order_mark_paid)),
+            endpoint::<MarkPaid>(Point::OrderMarkPaid, faults, post(order_mark_paid)),
         )
         .with_state(db)
 }
@@ -45,7 +45,7 @@ async fn order_create(
     db.call(&saga, move |tx| Box::pin(create(tx, order))).await
 }
 
-/// `POST /api/busi/orderCreateRevert`, the undo.
+/// `POST /api/busi/orderCreateRevert`, the compensation.
 async fn order_create_revert(
     State(db): State<Db>,
     saga: SagaHeaders,
@@ -58,14 +58,15 @@ async fn order_create_revert(
 async fn order_mark_paid(
     State(db): State<Db>,
     saga: SagaHeaders,
-    Valid(pay): Valid<PayRequest>,
+    Valid(paid): Valid<MarkPaid>,
 ) -> Response {
-    db.call(&saga, move |tx| Box::pin(mark_paid(tx, pay))).await
+    db.call(&saga, move |tx| Box::pin(mark_paid(tx, paid)))
+        .await
 }
 
-/// Records the order as `created`. An order id seen before keeps its row: the same order
-/// placed again is the same order.
-pub async fn create(mut tx: Tx<'_>, order: OrderRequest) -> Result<(), StepError> {
+/// Records the order as `created` and answers with its key. An order id seen before keeps its
+/// row: the same order placed again is the same order.
+pub async fn create(mut tx: Tx<'_>, order: OrderRequest) -> Result<OrderId, StepError> {
     sql(r"
         INSERT INTO orders (order_id, user_id, product_id, product_count, amount_cents, coupon_id,
                             status, created_at, updated_at)
@@ -80,7 +81,9 @@ pub async fn create(mut tx: Tx<'_>, order: OrderRequest) -> Result<(), StepError
     .bind(now_ms())
     .execute(&mut tx)
     .await?;
-    Ok(())
+    Ok(OrderId {
+        order_id: order.order_id,
+    })
 }
 
 /// Cancels the order, if it is still `created`.
@@ -95,14 +98,17 @@ pub async fn cancel(mut tx: Tx<'_>, order: OrderRequest) -> Result<(), StepError
     Ok(())
 }
 
-/// Marks the order `paid`; a refusal when it is neither `created` nor `paid` (the pay saga
-/// retries it, since the payment is captured by then).
-pub async fn mark_paid(mut tx: Tx<'_>, pay: PayRequest) -> Result<(), StepError> {
+/// Marks the order `paid`, with the payment that paid it when the call names it; a refusal
+/// when it is neither `created` nor `paid` (the pay saga retries it, since the payment is
+/// captured by then).
+pub async fn mark_paid(mut tx: Tx<'_>, paid: MarkPaid) -> Result<(), StepError> {
+    let pay = paid.pay;
     let marked = sql(r"
-        UPDATE orders SET status = 'paid', updated_at = $2
+        UPDATE orders SET status = 'paid', payment_id = COALESCE($3, payment_id), updated_at = $2
         WHERE order_id = $1 AND status IN ('created', 'paid')")
     .bind(&pay.order_id)
     .bind(now_ms())
+    .bind(paid.payment_id.map(|p| p.0))
     .execute(&mut tx)
     .await?;
     if marked == 1 {
