@@ -7,14 +7,14 @@
 //! its leases under its *engine id* ([`EngineConfig::engine_id`]).
 //!
 //! The parts, one file each: settings and the builder ([`EngineConfig`], [`EngineBuilder`]),
-//! submitting and waiting ([`Engine::submit`], [`Engine::wait`]), reading
+//! submitting and waiting ([`Engine::submit`], [`Engine::wait`], [`Waited`]), reading
 //! ([`Engine::status`], [`SagaView`]), operator actions ([`Engine::retry`],
 //! [`Engine::compensate`]), errors ([`EngineError`]), the background loops, the per-saga driver
 //! and the type-erased registry of sagas.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use saga_core::{Engine, Retry, Saga, StepContext, StepError, Store};
+//! use saga_core::{Engine, Retry, Saga, StepContext, StepError, Store, Waited};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Transfer { amount: i64 }
@@ -37,10 +37,13 @@
 //!
 //! let store = Store::sqlite("saga.db", Default::default()).await?;
 //! let engine = Engine::builder(store).register::<MoveMoney, _>(Bank).build().await?;
-//! let view = engine
+//! let waited = engine
 //!     .submit_and_wait::<MoveMoney>("transfer-1", &Transfer { amount: 5 }, std::time::Duration::from_secs(5))
 //!     .await?;
-//! println!("{}", view.map(|v| v.status.to_string()).unwrap_or_default());
+//! match waited {
+//!     Waited::Terminal(view) => println!("{}", view.status),
+//!     Waited::TimedOut(view) => println!("still {} after 5 s", view.status),
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -64,7 +67,7 @@ use crate::store::{InstanceRecord, Store, now_ms};
 
 pub use config::{EngineBuilder, EngineConfig};
 pub use error::EngineError;
-pub use submit::{MAX_GID_LEN, Submitted};
+pub use submit::{MAX_GID_LEN, Submitted, Waited};
 pub use view::{SagaView, StepView};
 
 use driver::Control;
