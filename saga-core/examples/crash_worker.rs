@@ -180,7 +180,7 @@ mod worker {
             other => return Err(format!("unknown backend `{other}`").into()),
         };
         let config = EngineConfig {
-            engine_id: instance_id.clone(),
+            engine_id: Some(instance_id.clone()),
             poll_interval: Duration::from_millis(50),
             lease: Duration::from_millis(600),
             retry_initial: Duration::from_millis(10),

@@ -133,7 +133,7 @@ impl Engine {
                 .config
                 .saga_deadline
                 .map(|d| now + d.as_millis() as i64),
-            owner: self.inner.config.engine_id.clone(),
+            owner: self.inner.engine_id.clone(),
             lease_until: now + self.inner.config.lease.as_millis() as i64,
             now,
         };

@@ -295,7 +295,7 @@ pub fn effects_list(items: &[(&str, &str)]) -> Vec<(String, String)> {
 /// Short timings so the whole suite runs in seconds. No saga deadline unless a test sets one.
 pub fn config(engine_id: &str) -> EngineConfig {
     EngineConfig {
-        engine_id: engine_id.to_string(),
+        engine_id: Some(engine_id.to_string()),
         poll_interval: Duration::from_millis(50),
         lease: Duration::from_millis(1000),
         retry_initial: Duration::from_millis(10),
