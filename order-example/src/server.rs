@@ -122,7 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("building the HTTP client")?;
     let steps = HttpSteps::new(http, &format!("http://{addr}"));
     let config = EngineConfig {
-        engine_id,
+        engine_id: Some(engine_id),
         lease: Duration::from_millis(args.lease_ms.max(100)),
         retry_initial: Duration::from_millis(args.retry_initial_ms.max(1)),
         retry_max: Duration::from_millis(args.retry_max_ms.max(args.retry_initial_ms.max(1))),
@@ -150,7 +150,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         participants,
     );
     println!("listening on http://{addr}");
-    tracing::info!(%addr, instance = engine.config().engine_id, "serving");
+    tracing::info!(%addr, instance = engine.engine_id(), "serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

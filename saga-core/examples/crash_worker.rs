@@ -3,15 +3,17 @@
 //! each step's side effect applied exactly once.
 //!
 //! ```text
-//! crash_worker sqlite   DIR  INSTANCE_ID SAGAS STEP_MS
-//! crash_worker postgres URL  INSTANCE_ID SAGAS STEP_MS
+//! crash_worker sqlite   DIR  INSTANCE_ID SAGAS STEP_MS [LEASE_MS]
+//! crash_worker postgres URL  INSTANCE_ID SAGAS STEP_MS [LEASE_MS]
 //! ```
 //!
 //! Opens the store (`DIR/saga.db`, or the database at `URL`) and the participant database
-//! (`DIR/effects.db`, or schema `participant`), submits sagas `kill-0` .. `kill-{SAGAS-1}` of
-//! four steps (a repeat submit is a no-op), prints `ready`, and exits once every saga is
-//! terminal, printing `done`. Each step inserts one row into the participant's `effect` table
-//! through the barrier, then sleeps `STEP_MS` so that a kill lands between and inside steps.
+//! (`DIR/effects.db`, or schema `participant`), starts an engine under `INSTANCE_ID` (`default`:
+//! the derived default engine id) with a lease of `LEASE_MS` (default 600) and prints
+//! `engine-id {id}`, submits sagas `kill-0` .. `kill-{SAGAS-1}` of four steps (a repeat submit
+//! is a no-op), prints `ready`, and exits once every saga is terminal, printing `done`. Each
+//! step inserts one row into the participant's `effect` table through the barrier, then sleeps
+//! `STEP_MS` so that a kill lands between and inside steps.
 
 #[cfg(all(feature = "sqlite", feature = "postgres"))]
 mod worker {
@@ -156,13 +158,19 @@ mod worker {
         (gid TEXT NOT NULL, step TEXT NOT NULL, op TEXT NOT NULL)";
 
     pub async fn main(args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
-        let [backend, location, instance_id, sagas, step_ms] = &args[..] else {
+        let [backend, location, instance_id, sagas, step_ms, rest @ ..] = &args[..] else {
             return Err(
-                "usage: crash_worker sqlite|postgres DIR|URL INSTANCE_ID SAGAS STEP_MS".into(),
+                "usage: crash_worker sqlite|postgres DIR|URL INSTANCE_ID SAGAS STEP_MS [LEASE_MS]"
+                    .into(),
             );
         };
         let sagas: u32 = sagas.parse()?;
         let step_ms: u64 = step_ms.parse()?;
+        let lease_ms: u64 = match rest {
+            [] => 600,
+            [lease_ms] => lease_ms.parse()?,
+            _ => return Err("too many arguments".into()),
+        };
         let (store, effects) = match backend.as_str() {
             "sqlite" => {
                 let dir = std::path::Path::new(location);
@@ -184,9 +192,9 @@ mod worker {
             other => return Err(format!("unknown backend `{other}`").into()),
         };
         let config = EngineConfig {
-            engine_id: instance_id.clone(),
+            engine_id: Some(instance_id.clone()).filter(|id| id != "default"),
             poll_interval: Duration::from_millis(50),
-            lease: Duration::from_millis(600),
+            lease: Duration::from_millis(lease_ms),
             retry_initial: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
             step_timeout: Duration::from_secs(5),
@@ -200,6 +208,8 @@ mod worker {
             .register::<CrashLinear, _>(Participant { effects, step_ms })
             .build()
             .await?;
+        println!("engine-id {}", engine.engine_id());
+        std::io::stdout().flush()?;
         for i in 0..sagas {
             engine
                 .submit::<CrashLinear>(&format!("kill-{i}"), &i)

@@ -19,6 +19,7 @@ pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinit
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, MAX_GID_LEN, SagaView, StepView, Submitted,
+    Waited,
 };
 pub use machine::{SagaStatus, StepStatus};
 pub use step::{

@@ -5,6 +5,8 @@
 //!   engine with the same engine id finishes them, each side effect applied once.
 //! - A separate engine process (`examples/crash_worker.rs`) is SIGKILLed mid-run, twice; a new
 //!   process finishes its sagas, each side effect applied once.
+//! - An engine process with the default engine id is SIGKILLed; the next process of the same
+//!   deployment runs under the same id and takes the sagas back at once, not after their lease.
 //! - An engine frozen past its lease loses the saga to another engine; its late write changes
 //!   nothing.
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
@@ -12,12 +14,14 @@
 #[macro_use]
 mod engine_support;
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use saga_core::store::now_ms;
 use saga_core::{Engine, Op, SagaStatus, StepError};
 use serde_json::json;
 
@@ -26,6 +30,7 @@ use engine_support::*;
 on_both_stores_sync!(
     dropped_runtime_at_every_step_boundary_is_recovered_by_the_same_engine_id,
     killed_engine_process_leaves_sagas_that_a_new_process_finishes_once,
+    restarted_process_with_the_default_id_takes_its_sagas_back_at_once,
     stale_engine_write_after_a_takeover_changes_nothing,
 );
 
@@ -260,6 +265,24 @@ fn crash_worker() -> PathBuf {
 const KILL_SAGAS: usize = 30;
 
 fn spawn_worker(db: &Db, engine_id: &str, step_ms: u64) -> Child {
+    spawn_worker_with(
+        db,
+        engine_id,
+        KILL_SAGAS,
+        step_ms,
+        Duration::from_millis(600),
+    )
+}
+
+/// A crash worker under `engine_id` (`default`: the derived default id) with `sagas` sagas and
+/// a lease of `lease`.
+fn spawn_worker_with(
+    db: &Db,
+    engine_id: &str,
+    sagas: usize,
+    step_ms: u64,
+    lease: Duration,
+) -> Child {
     let backend = match db.backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
@@ -269,8 +292,9 @@ fn spawn_worker(db: &Db, engine_id: &str, step_ms: u64) -> Child {
             backend,
             &db.location(),
             engine_id,
-            &KILL_SAGAS.to_string(),
+            &sagas.to_string(),
             &step_ms.to_string(),
+            &lease.as_millis().to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -481,4 +505,94 @@ fn stale_engine_write_after_a_takeover_changes_nothing(backend: Backend) {
     });
     stop_tx.send(()).unwrap();
     engine_a_thread.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The default engine id across processes.
+// ---------------------------------------------------------------------------------------------
+
+/// Reads the `engine-id {id}` line a crash worker prints once its engine is built.
+fn worker_engine_id(out: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.strip_prefix("engine-id ")
+        .unwrap_or_else(|| panic!("expected the engine id, got {line:?}"))
+        .trim()
+        .to_string()
+}
+
+/// A worker with the default engine id is killed with its sagas leased for half a minute more.
+/// The next worker (another process, so another process id) derives the same id, takes the
+/// sagas back as its own when it starts, and finishes them within seconds.
+fn restarted_process_with_the_default_id_takes_its_sagas_back_at_once(backend: Backend) {
+    const SAGAS: usize = 4;
+    let lease = Duration::from_secs(30);
+    let db = Db::new(backend);
+    let rt = runtime();
+    let effects = rt.block_on(db.effects());
+
+    let mut first = spawn_worker_with(&db, "default", SAGAS, 300, lease);
+    // The pipe stays open until the kill, so that the worker's prints do not fail.
+    let mut first_out = BufReader::new(first.stdout.take().unwrap());
+    let first_id = worker_engine_id(&mut first_out);
+    wait_for_effects(&rt, &effects, 1);
+    sigkill(first);
+    drop(first_out);
+
+    let store = rt.block_on(db.store());
+    let open: Vec<_> = rt
+        .block_on(store.list(None, 100))
+        .unwrap()
+        .into_iter()
+        .filter(|s| !s.status.is_terminal())
+        .collect();
+    assert!(!open.is_empty(), "every saga finished before the kill");
+    for saga in &open {
+        let record = rt.block_on(store.load(&saga.gid)).unwrap().unwrap();
+        assert_eq!(record.owner.as_deref(), Some(first_id.as_str()));
+        assert!(
+            record.lease_until > now_ms() + 20_000,
+            "{}: the lease runs out too soon for the test to tell",
+            saga.gid
+        );
+    }
+
+    let started = Instant::now();
+    let mut second = spawn_worker_with(&db, "default", SAGAS, 10, lease);
+    let mut out = BufReader::new(second.stdout.take().unwrap());
+    assert_eq!(
+        worker_engine_id(&mut out),
+        first_id,
+        "the restart derived another id"
+    );
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            second.kill().unwrap();
+            panic!("the restarted worker did not finish in 10 s: it waited for the leases");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    out.read_to_string(&mut stdout).unwrap();
+    assert!(
+        status.success(),
+        "restarted worker: {status}, stdout {stdout}"
+    );
+    assert!(stdout.contains("done stuck=0"), "{stdout}");
+
+    let mut expected = Vec::new();
+    for i in 0..SAGAS {
+        for step in ["a", "b", "c", "d"] {
+            expected.push((format!("kill-{i}"), step.to_string(), "action".to_string()));
+        }
+    }
+    expected.sort();
+    assert_eq!(
+        rt.block_on(effects.all()),
+        expected,
+        "every step applied exactly once"
+    );
 }

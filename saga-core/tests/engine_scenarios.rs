@@ -785,7 +785,7 @@ async fn operator_retry_on_another_engine_wakes_the_saga_there(backend: Backend)
     let second = engine(
         db.store().await,
         EngineConfig {
-            engine_id: "e2".into(),
+            engine_id: Some("e2".into()),
             ..slow
         },
         &h,

@@ -127,13 +127,9 @@ async fn wait_reply(
     wait: Option<Duration>,
 ) -> Result<Response, ApiError> {
     if let Some(timeout) = wait {
-        if let Some(view) = engine.wait(&s.gid, timeout).await? {
-            return Ok(status_reply(&view.gid, view.status, view.reason.as_deref()));
-        }
-        let now = engine.status(&s.gid).await?;
-        if let Some(v) = now {
-            return Ok(status_reply(&v.gid, v.status, v.reason.as_deref()));
-        }
+        // 200 with the terminal view, or 202 with the view at the deadline.
+        let view = engine.wait(&s.gid, timeout).await?.into_view();
+        return Ok(status_reply(&view.gid, view.status, view.reason.as_deref()));
     }
     Ok(status_reply(&s.gid, s.status, s.reason.as_deref()))
 }

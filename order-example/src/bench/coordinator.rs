@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use saga_core::engine::Engine;
 use saga_core::machine::SagaStatus;
-use saga_core::{Retry, Saga, StepContext, StepError};
+use saga_core::{Retry, Saga, StepContext, StepError, Waited};
 use serde::{Deserialize, Serialize};
 
 use super::child::DataSet;
@@ -124,15 +124,17 @@ pub async fn run(
                 }
                 let gid = format!("{prefix}-{n}");
                 let t = Instant::now();
-                let view = engine
+                let waited = engine
                     .submit_and_wait::<NoopOrder>(&gid, &Noop { n }, Duration::from_secs(60))
                     .await;
                 latencies.record(t.elapsed());
-                match view {
-                    Ok(Some(v)) if v.status == SagaStatus::Succeeded => outcomes.succeeded += 1,
-                    Ok(Some(v)) if v.status == SagaStatus::Compensated => outcomes.compensated += 1,
-                    Ok(Some(_)) => outcomes.stuck += 1,
-                    Ok(None) => outcomes.unfinished += 1,
+                match waited {
+                    Ok(Waited::Terminal(v)) => match v.status {
+                        SagaStatus::Succeeded => outcomes.succeeded += 1,
+                        SagaStatus::Compensated => outcomes.compensated += 1,
+                        _ => outcomes.stuck += 1,
+                    },
+                    Ok(Waited::TimedOut(_)) => outcomes.unfinished += 1,
                     Err(e) => {
                         outcomes.errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());

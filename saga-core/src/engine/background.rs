@@ -40,11 +40,7 @@ impl Engine {
             match self
                 .inner
                 .store
-                .claim_own(
-                    &self.inner.config.engine_id,
-                    lease_until,
-                    &self.fingerprints(),
-                )
+                .claim_own(&self.inner.engine_id, lease_until, &self.fingerprints())
                 .await
             {
                 Err(e) if e.is_transient() && tries < STARTUP_CLAIM_TRIES => {
@@ -129,7 +125,7 @@ impl Engine {
                 .inner
                 .store
                 .claim_due(
-                    &self.inner.config.engine_id,
+                    &self.inner.engine_id,
                     self.lease_until(),
                     now,
                     CLAIM_BATCH,
@@ -153,7 +149,7 @@ impl Engine {
     async fn renew_loop(self) {
         let mut shutdown = self.inner.shutdown.subscribe();
         let every = self.inner.config.lease / RENEWALS_PER_LEASE;
-        let owner = self.inner.config.engine_id.clone();
+        let owner = self.inner.engine_id.clone();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::id;
 use super::registry::{ErasedSaga, Registered};
 use super::{Engine, EngineError, Inner};
 use crate::step::SagaSteps;
@@ -47,19 +48,31 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default [`EngineConfig::shutdown_grace`]: lets a call within the default step timeout finish.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The default engine id, `engine-{process id}`: unique among the processes of one host, but
-/// not stable across restarts; set your own (see [`EngineConfig::engine_id`]).
-fn default_engine_id() -> String {
-    format!("engine-{}", std::process::id())
-}
-
 /// Engine settings. [`EngineConfig::default`] matches the order example's defaults.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// This engine's identity as a lease owner (the *engine id*). Keep it stable across
-    /// restarts so that a restarted engine takes its own leases back at once. Default:
-    /// `engine-{process id}`.
-    pub engine_id: String,
+    /// This engine's identity as a lease owner (the *engine id*). It should stay the same
+    /// across restarts, so that a restarted engine takes its own leases back at once instead
+    /// of waiting them out. Default: `None`, an id derived when the engine is built.
+    ///
+    /// The derived id is `{hostname}-{hash}`: the host's name, and the first 12 hex digits of
+    /// the SHA-256 of the canonical path of the running executable, the canonical current
+    /// directory and the store's identity (the SQLite file's canonical path, or
+    /// `{database}/{schema}` as the PostgreSQL server names them), each followed by a zero
+    /// byte. So it is the same for every start of one deployment on one host.
+    ///
+    /// Two live engines must never share an id, or both would drive one saga: an engine with
+    /// the derived id holds it exclusively for its lifetime, on SQLite with an OS lock on the
+    /// file `{store file}-engine-{16 hex digits}.lock` beside the store file, on PostgreSQL
+    /// with a session advisory lock (`pg_try_advisory_lock` on a hash of the id) on a
+    /// connection of its own. When another live engine holds it (or the hold cannot be taken),
+    /// the engine runs as `{derived}-{process id}`, which a restart does not keep, and logs a
+    /// warning. Operators who run several engines of one deployment on one host should set
+    /// each its own id.
+    ///
+    /// An id set here is used as it is, without a hold: it must not be in use by another live
+    /// engine on the same store.
+    pub engine_id: Option<String>,
     /// How often the poller looks for due sagas. Default: 250 ms.
     pub poll_interval: Duration,
     /// Lease length; renewed every third of it while the engine runs. Default: 5 s.
@@ -85,7 +98,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            engine_id: default_engine_id(),
+            engine_id: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
             lease: DEFAULT_LEASE,
             retry_initial: DEFAULT_RETRY_INITIAL,
@@ -124,9 +137,10 @@ impl EngineBuilder {
         self
     }
 
-    /// Sets the engine id (the lease owner; see [`EngineConfig::engine_id`]).
+    /// Sets the engine id (the lease owner), used as it is instead of the derived default (see
+    /// [`EngineConfig::engine_id`]).
     pub fn engine_id(mut self, id: impl Into<String>) -> Self {
-        self.config.engine_id = id.into();
+        self.config.engine_id = Some(id.into());
         self
     }
 
@@ -184,8 +198,9 @@ impl EngineBuilder {
         self
     }
 
-    /// Starts the engine: checks every registered definition, takes back this engine id's own
-    /// leases, then starts the poller, the lease renewal and the retention task.
+    /// Starts the engine: checks every registered definition, settles the engine id (deriving
+    /// and holding the default one, see [`EngineConfig::engine_id`]), takes back this engine
+    /// id's own leases, then starts the poller, the lease renewal and the retention task.
     ///
     /// Fails with [`EngineError::InvalidDefinition`] for a hand-written definition that breaks
     /// a rule of [`SagaDefinition::validate`](crate::SagaDefinition::validate), and with
@@ -203,11 +218,16 @@ impl EngineBuilder {
             by_fingerprint.insert(saga.fingerprint().to_string(), saga.clone());
             by_name.insert(def.name.to_string(), saga);
         }
+        let id = id::resolve(self.config.engine_id.as_deref(), &self.store).await?;
+        let mut config = self.config;
+        config.engine_id = Some(id.id.clone());
         let (shutdown_tx, _) = watch::channel(false);
         let engine = Engine {
             inner: Arc::new(Inner {
                 store: self.store,
-                config: self.config,
+                config,
+                engine_id: id.id,
+                _id_hold: id.hold,
                 by_fingerprint,
                 by_name,
                 drivers: Mutex::new(HashMap::new()),

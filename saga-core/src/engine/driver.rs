@@ -252,7 +252,7 @@ impl Driver {
             step: self.def.steps[r.step].name.to_string(),
             op: r.op,
             attempt: i64::from(r.attempt),
-            owner: self.inner.config.engine_id.clone(),
+            owner: self.inner.engine_id.clone(),
             fence: self.fence,
             started_at: r.started_at,
             finished_at: r.finished_at,

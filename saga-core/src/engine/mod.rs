@@ -4,17 +4,19 @@
 //! machine, persists the new state under its fencing token, and only then starts the step calls
 //! the transition asked for. A background poller claims sagas whose lease is free or expired
 //! (crashed engines, retries due). A driver renews its own lease while it waits. An engine owns
-//! its leases under its *engine id* ([`EngineConfig::engine_id`]).
+//! its leases under its *engine id* ([`Engine::engine_id`]): the configured one, or by default one
+//! derived from the deployment and held exclusively while the engine lives
+//! ([`EngineConfig::engine_id`]).
 //!
 //! The parts, one file each: settings and the builder ([`EngineConfig`], [`EngineBuilder`]),
-//! submitting and waiting ([`Engine::submit`], [`Engine::wait`]), reading
+//! submitting and waiting ([`Engine::submit`], [`Engine::wait`], [`Waited`]), reading
 //! ([`Engine::status`], [`SagaView`]), operator actions ([`Engine::retry`],
 //! [`Engine::compensate`]), errors ([`EngineError`]), the background loops, the per-saga driver
 //! and the type-erased registry of sagas.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use saga_core::{Engine, Retry, Saga, StepContext, StepError, Store};
+//! use saga_core::{Engine, Retry, Saga, StepContext, StepError, Store, Waited};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Transfer { amount: i64 }
@@ -37,10 +39,13 @@
 //!
 //! let store = Store::sqlite("saga.db", Default::default()).await?;
 //! let engine = Engine::builder(store).register::<MoveMoney, _>(Bank).build().await?;
-//! let view = engine
+//! let waited = engine
 //!     .submit_and_wait::<MoveMoney>("transfer-1", &Transfer { amount: 5 }, std::time::Duration::from_secs(5))
 //!     .await?;
-//! println!("{}", view.map(|v| v.status.to_string()).unwrap_or_default());
+//! match waited {
+//!     Waited::Terminal(view) => println!("{}", view.status),
+//!     Waited::TimedOut(view) => println!("still {} after 5 s", view.status),
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -48,6 +53,7 @@ mod background;
 mod config;
 mod driver;
 mod error;
+mod id;
 mod operator;
 mod registry;
 mod submit;
@@ -60,11 +66,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::machine::{Event, Limits};
-use crate::store::{InstanceRecord, Store, now_ms};
+use crate::store::{IdHold, InstanceRecord, Store, now_ms};
 
 pub use config::{EngineBuilder, EngineConfig};
 pub use error::EngineError;
-pub use submit::{MAX_GID_LEN, Submitted};
+pub use submit::{MAX_GID_LEN, Submitted, Waited};
 pub use view::{SagaView, StepView};
 
 use driver::Control;
@@ -80,7 +86,13 @@ const SHUTDOWN_SETTLE: Duration = Duration::from_millis(20);
 /// State shared by every clone of an [`Engine`] and by its drivers.
 pub(crate) struct Inner {
     pub(crate) store: Store,
+    /// The configuration, with the engine id in use.
     pub(crate) config: EngineConfig,
+    /// The engine id in use: the configured one, the derived default or its fallback.
+    pub(crate) engine_id: String,
+    /// The exclusive hold on a derived engine id, let go when the engine's last handle and task
+    /// are gone.
+    _id_hold: Option<IdHold>,
     /// The registered sagas by definition fingerprint: what a stored saga is driven with.
     by_fingerprint: HashMap<String, Arc<dyn ErasedSaga>>,
     /// The registered sagas by name: what a submit looks up.
@@ -100,9 +112,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The engine's configuration.
+    /// The engine's configuration, with the engine id in use.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The engine id this engine owns its leases under: the configured one, or the one derived
+    /// when it was built (see [`EngineConfig::engine_id`]).
+    pub fn engine_id(&self) -> &str {
+        &self.inner.engine_id
     }
 
     /// The store the engine drives.
@@ -137,7 +155,7 @@ impl Engine {
         if let Err(e) = self
             .inner
             .store
-            .release_all(&self.inner.config.engine_id)
+            .release_all(&self.inner.engine_id)
             .await
         {
             tracing::warn!(error = %e, "could not release leases at shutdown");

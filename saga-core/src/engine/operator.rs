@@ -87,11 +87,7 @@ impl Engine {
         let Some(fence) = self
             .inner
             .store
-            .claim_one(
-                &record.gid,
-                &self.inner.config.engine_id,
-                self.lease_until(),
-            )
+            .claim_one(&record.gid, &self.inner.engine_id, self.lease_until())
             .await?
         else {
             return Err(EngineError::NotFound(record.gid));

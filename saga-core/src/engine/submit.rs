@@ -38,6 +38,43 @@ pub struct Submitted {
     pub reason: Option<String>,
 }
 
+/// How [`Engine::wait`] and [`Engine::submit_and_wait`] ended: the saga became terminal, or
+/// the time ran out first. Either way with the saga's view, so that a caller can report its
+/// status.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Waited {
+    /// The saga is terminal (succeeded, compensated or stuck): its view.
+    Terminal(SagaView),
+    /// The time ran out while the saga was still running or compensating: its view as it was
+    /// read at the deadline.
+    TimedOut(SagaView),
+}
+
+impl Waited {
+    /// The saga's view, terminal or not.
+    pub fn view(&self) -> &SagaView {
+        match self {
+            Waited::Terminal(view) | Waited::TimedOut(view) => view,
+        }
+    }
+
+    /// The saga's view, terminal or not.
+    pub fn into_view(self) -> SagaView {
+        match self {
+            Waited::Terminal(view) | Waited::TimedOut(view) => view,
+        }
+    }
+
+    /// The view if the saga is terminal, `None` if the time ran out.
+    pub fn terminal(self) -> Option<SagaView> {
+        match self {
+            Waited::Terminal(view) => Some(view),
+            Waited::TimedOut(_) => None,
+        }
+    }
+}
+
 /// Checks a gid: 1 to [`MAX_GID_LEN`] bytes of `[A-Za-z0-9_.:-]`.
 pub(crate) fn validate_gid(gid: &str) -> Result<(), EngineError> {
     if gid.is_empty() || gid.len() > MAX_GID_LEN {
@@ -96,7 +133,7 @@ impl Engine {
                 .config
                 .saga_deadline
                 .map(|d| now + d.as_millis() as i64),
-            owner: self.inner.config.engine_id.clone(),
+            owner: self.inner.engine_id.clone(),
             lease_until: now + self.inner.config.lease.as_millis() as i64,
             now,
         };
@@ -156,25 +193,22 @@ impl Engine {
         }
     }
 
-    /// Submits like [`Engine::submit`], then waits up to `timeout` for a terminal status.
-    /// Returns the view once terminal, or `None` if the time ran out.
+    /// Submits like [`Engine::submit`], then waits up to `timeout` for a terminal status, like
+    /// [`Engine::wait`].
     pub async fn submit_and_wait<S: Saga>(
         &self,
         gid: &str,
         input: &S::Input,
         timeout: Duration,
-    ) -> Result<Option<SagaView>, EngineError> {
+    ) -> Result<Waited, EngineError> {
         self.submit::<S>(gid, input).await?;
         self.wait(gid, timeout).await
     }
 
     /// Waits up to `timeout` until the saga is terminal (succeeded, compensated or stuck).
-    /// Returns `None` if the time ran out; [`EngineError::NotFound`] for an unknown gid.
-    pub async fn wait(
-        &self,
-        gid: &str,
-        timeout: Duration,
-    ) -> Result<Option<SagaView>, EngineError> {
+    /// Returns [`Waited::Terminal`] with its view once it is, or [`Waited::TimedOut`] with its
+    /// view at the deadline; [`EngineError::NotFound`] for an unknown gid.
+    pub async fn wait(&self, gid: &str, timeout: Duration) -> Result<Waited, EngineError> {
         let until = tokio::time::Instant::now() + timeout;
         let waiter = Waiter::register(&self.inner, gid);
         self.wait_on(gid, until, &waiter.notify).await
@@ -185,7 +219,7 @@ impl Engine {
         gid: &str,
         until: tokio::time::Instant,
         notify: &Notify,
-    ) -> Result<Option<SagaView>, EngineError> {
+    ) -> Result<Waited, EngineError> {
         // Right after a local submit the saga is being driven here: the first look at the
         // store can wait for its driver's word.
         if self.driven_here(gid) {
@@ -199,11 +233,11 @@ impl Engine {
                 .await?
                 .ok_or_else(|| EngineError::NotFound(gid.to_string()))?;
             if view.status.is_terminal() {
-                return Ok(Some(view));
+                return Ok(Waited::Terminal(view));
             }
             let now = tokio::time::Instant::now();
             if now >= until {
-                return Ok(None);
+                return Ok(Waited::TimedOut(view));
             }
             // A local driver of this gid wakes us when it stops (`notify_one` keeps the
             // wake-up if it comes before we sleep); sagas driven elsewhere are polled, less

@@ -4,6 +4,7 @@
 //! writers it runs.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::StoreError;
@@ -41,6 +42,8 @@ pub(crate) struct Statements {
     pub release_owner: &'static str,
     /// Deletes finished instances' steps, calls, then the instances; each binds the cutoff.
     pub cleanup: [&'static str; 3],
+    /// What identifies the store's database (see [`Dialect::identity`]).
+    pub identity: &'static str,
 }
 
 /// The [`Statements`] of a dialect, read from the `.sql` files beside the module that invokes it
@@ -65,6 +68,7 @@ macro_rules! statements {
                 include_str!("cleanup_attempts.sql"),
                 include_str!("cleanup_instances.sql"),
             ],
+            identity: include_str!("identity.sql"),
         }
     };
 }
@@ -83,6 +87,39 @@ pub(crate) trait Dialect: Database {
     const WRITERS: usize;
     /// The rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+    /// The store's identity from what [`Statements::identity`] returned.
+    fn identity(found: String) -> Result<String, StoreError>;
+    /// Takes the exclusive hold on engine id `id` on the store whose identity is `identity`;
+    /// `None` when another engine holds it.
+    fn hold_engine_id<'a>(
+        pool: &'a Pool<Self>,
+        identity: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IdHold>, StoreError>>;
+}
+
+/// An exclusive hold on an engine id (see [`Backend::hold_engine_id`]): it lasts until this is
+/// dropped. Holds a locked file or a database session.
+pub(crate) struct IdHold {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl IdHold {
+    /// A hold that lasts as long as `held` lives.
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        IdHold {
+            _held: Box::new(held),
+        }
+    }
+}
+
+/// The SHA-256 of an engine id, which its hold is named by (a lock file, an advisory lock key).
+pub(crate) fn engine_id_digest(id: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"saga engine id\0")
+        .chain_update(id.as_bytes())
+        .finalize()
+        .into()
 }
 
 /// What the store needs of a database. Object-safe, so that a [`super::Store`] holds one
@@ -148,6 +185,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn release_owner<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
     /// Deletes finished instances last updated before `before`; returns how many.
     fn cleanup(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// What identifies the store's database: the SQLite file's canonical path, or
+    /// `{database}/{schema}` as the PostgreSQL server names them.
+    fn identity(&self) -> BoxFuture<'_, Result<String, StoreError>>;
+    /// Takes an exclusive hold on engine id `id` that lasts as long as the returned value: on
+    /// SQLite an OS lock on a file beside the store file, on PostgreSQL a session advisory lock
+    /// on a connection of its own. `None` when another engine, of this process or another,
+    /// holds it.
+    fn hold_engine_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IdHold>, StoreError>>;
 }
 
 /// Who claims and for which definitions.
@@ -368,6 +416,25 @@ where
             }
             tx.commit().await?;
             Ok(deleted)
+        })
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(async move {
+            let found = sqlx::query_scalar::<D, String>(D::SQL.identity)
+                .fetch_one(&self.read)
+                .await?;
+            D::identity(found)
+        })
+    }
+
+    fn hold_engine_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IdHold>, StoreError>> {
+        Box::pin(async move {
+            let identity = self.identity().await?;
+            D::hold_engine_id(&self.write, &identity, id).await
         })
     }
 }

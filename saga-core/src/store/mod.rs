@@ -28,6 +28,7 @@ mod writer;
 mod tests;
 
 use backend::{Backend, Claim, SqlBackend};
+pub(crate) use backend::IdHold;
 use batch::{WriteOp, WriteOutcome};
 pub use record::{AttemptOutcome, AttemptRecord, InstanceRecord, SagaSummary};
 pub(crate) use record::{Inserted, NewInstance, TransitionWrite};
@@ -61,6 +62,15 @@ pub enum StoreError {
     /// Bad configuration.
     #[error("invalid store configuration: {0}")]
     Config(String),
+    /// A file of a SQLite store could not be resolved, opened or locked: the database file, or
+    /// the lock file beside it that holds an engine id.
+    #[error("file `{}`: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system reported.
+        source: std::io::Error,
+    },
     /// The store's writer task has stopped.
     #[error("the store's writer has stopped")]
     Closed,
@@ -314,6 +324,21 @@ impl Store {
     /// Gives up every lease this owner holds (graceful shutdown).
     pub(crate) async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
         self.backend.release_owner(owner).await
+    }
+
+    /// What identifies the store's database: the SQLite file's canonical path, or
+    /// `{database}/{schema}` as the PostgreSQL server names them (part of the engine's default
+    /// id).
+    pub(crate) async fn identity(&self) -> Result<String, StoreError> {
+        self.backend.identity().await
+    }
+
+    /// Takes an exclusive hold on engine id `id` that lasts as long as the returned [`IdHold`]:
+    /// on SQLite an OS lock on the file `{store file}-engine-{16 hex digits}.lock` beside the
+    /// store file, on PostgreSQL a session advisory lock on a connection of its own. `None`
+    /// when another engine, of this process or another, holds it.
+    pub(crate) async fn hold_engine_id(&self, id: &str) -> Result<Option<IdHold>, StoreError> {
+        self.backend.hold_engine_id(id).await
     }
 
     /// Deletes finished (succeeded or compensated) instances last updated before `before`

@@ -18,7 +18,7 @@ use saga_core::step::RawActionResult;
 use saga_core::store::sqlite::SqliteOptions;
 use saga_core::{
     BoxFuture, Engine, EngineConfig, Op, Retry, RetryOverride, Saga, SagaDefinition, SagaStatus,
-    SagaSteps, SagaView, StepContext, StepDefinition, StepError, StepKind, Store,
+    SagaSteps, SagaView, StepContext, StepDefinition, StepError, StepKind, Store, Waited,
 };
 use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
@@ -295,7 +295,7 @@ pub fn effects_list(items: &[(&str, &str)]) -> Vec<(String, String)> {
 /// Short timings so the whole suite runs in seconds. No saga deadline unless a test sets one.
 pub fn config(engine_id: &str) -> EngineConfig {
     EngineConfig {
-        engine_id: engine_id.to_string(),
+        engine_id: Some(engine_id.to_string()),
         poll_interval: Duration::from_millis(50),
         lease: Duration::from_millis(1000),
         retry_initial: Duration::from_millis(10),
@@ -322,11 +322,8 @@ pub async fn engine(store: Store, config: EngineConfig, harness: &Harness) -> En
 /// Waits for a terminal status, failing the test after `secs` seconds.
 pub async fn finish(engine: &Engine, gid: &str, secs: u64) -> SagaView {
     match engine.wait(gid, Duration::from_secs(secs)).await.unwrap() {
-        Some(view) => view,
-        None => panic!(
-            "saga {gid} not terminal after {secs} s: {:#?}",
-            engine.status(gid).await.unwrap()
-        ),
+        Waited::Terminal(view) => view,
+        Waited::TimedOut(view) => panic!("saga {gid} not terminal after {secs} s: {view:#?}"),
     }
 }
 

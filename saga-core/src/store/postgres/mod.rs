@@ -4,10 +4,11 @@
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
-use sqlx::{PgPool, Postgres};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
 
 use super::StoreError;
-use super::backend::{Dialect, Statements, statements};
+use super::backend::{Dialect, IdHold, Statements, engine_id_digest, statements};
+use crate::step::BoxFuture;
 
 impl Dialect for Postgres {
     const BACKEND_NAME: &'static str = "postgres";
@@ -22,7 +23,38 @@ impl Dialect for Postgres {
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
     }
+
+    fn identity(found: String) -> Result<String, StoreError> {
+        Ok(found)
+    }
+
+    // A session advisory lock on a connection of its own, opened like the pool's but outside
+    // it: the server lets the lock go when the session ends, also when the process dies.
+    fn hold_engine_id<'a>(
+        pool: &'a PgPool,
+        _identity: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IdHold>, StoreError>> {
+        Box::pin(async move {
+            let mut session = pool.connect_options().connect().await?;
+            let digest = engine_id_digest(id);
+            let key = i64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+            let held: bool = sqlx::query_scalar(HOLD_ENGINE_ID)
+                .bind(key)
+                .fetch_one(&mut session)
+                .await?;
+            if held {
+                Ok(Some(IdHold::new(std::sync::Mutex::new(session))))
+            } else {
+                let _ = session.close().await;
+                Ok(None)
+            }
+        })
+    }
 }
+
+/// Takes the session's hold on an engine id's key.
+const HOLD_ENGINE_ID: &str = include_str!("hold_engine_id.sql");
 
 /// Opens a pool of `max` connections to `url`. With `schema`, every connection's `search_path`
 /// is set to that schema (created if missing), so several services can share one database.

@@ -2,7 +2,8 @@
 //! (SQLite has a single writer anyway, and group commit batches several sagas' transitions per
 //! commit); several connections read.
 
-use std::path::Path;
+use std::fs::TryLockError;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use sqlx::sqlite::{
 };
 
 use super::StoreError;
-use super::backend::{Dialect, Statements, statements};
+use super::backend::{Dialect, IdHold, Statements, engine_id_digest, statements};
+use crate::step::BoxFuture;
 
 impl Dialect for Sqlite {
     const BACKEND_NAME: &'static str = "sqlite";
@@ -27,6 +29,51 @@ impl Dialect for Sqlite {
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
     }
+
+    // The file's canonical path: one file has one identity, however it was opened.
+    fn identity(found: String) -> Result<String, StoreError> {
+        let path = PathBuf::from(found);
+        let canonical = std::fs::canonicalize(&path).map_err(|source| StoreError::File {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(canonical.display().to_string())
+    }
+
+    // An OS lock on a file beside the store file, named after the id; the kernel lets it go when
+    // the file is closed, also when the process dies.
+    fn hold_engine_id<'a>(
+        _pool: &'a SqlitePool,
+        identity: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IdHold>, StoreError>> {
+        Box::pin(async move {
+            let path = PathBuf::from(format!("{identity}-engine-{}.lock", lock_name(id)));
+            let file_error = |source| StoreError::File {
+                path: path.clone(),
+                source,
+            };
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(file_error)?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(IdHold::new(file))),
+                Err(TryLockError::WouldBlock) => Ok(None),
+                Err(TryLockError::Error(e)) => Err(file_error(e)),
+            }
+        })
+    }
+}
+
+/// The part of a lock file's name that stands for an engine id: 16 hex digits of its digest.
+fn lock_name(id: &str) -> String {
+    engine_id_digest(id)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// How the SQLite store opens its file.

@@ -1,0 +1,2 @@
+-- The store's identity: its database and schema, as the server names them.
+SELECT current_database() || '/' || coalesce(current_schema(), '')
