@@ -87,6 +87,15 @@ impl From<sqlx::Error> for StepError {
     }
 }
 
+#[cfg(feature = "runtime")]
+/// A database error inside an undo's business code is a [`Retry`], so that `?` works on sqlx
+/// calls in a closure that returns `Result<_, Retry>`, as for [`StepError`].
+impl From<sqlx::Error> for Retry {
+    fn from(e: sqlx::Error) -> Self {
+        Retry(format!("participant database error: {e}"))
+    }
+}
+
 /// Which side of a step is being called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
