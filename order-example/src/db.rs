@@ -15,6 +15,7 @@ use saga_core::StepError;
 use saga_core::http::SagaHeaders;
 use saga_core::store::{self, Store, StoreError};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -128,7 +129,7 @@ impl Db {
     /// with saga_core's reply for the outcome (see [`SagaHeaders::call`]).
     pub async fn call<T, F>(&self, saga: &SagaHeaders, business: F) -> Response
     where
-        T: Serialize,
+        T: Serialize + DeserializeOwned + 'static,
         F: for<'c> FnOnce(Tx<'c>) -> Work<'c, T, StepError>,
     {
         match self {

@@ -20,14 +20,14 @@ mod worker {
     use std::io::Write;
     use std::time::Duration;
 
-    use saga_core::barrier::{self, Barrier};
+    use saga_core::barrier::{self, Barrier, BarrierDatabase, BarrierError, BusinessFuture};
     use saga_core::engine::{Engine, EngineConfig};
     use saga_core::machine::SagaStatus;
     use saga_core::step::RawActionResult;
     use saga_core::store::Store;
     use saga_core::store::sqlite::SqliteOptions;
     use saga_core::{
-        BoxFuture, Retry, RetryOverride, Saga, SagaDefinition, SagaSteps, StepContext,
+        BoxFuture, Op, Retry, RetryOverride, Saga, SagaDefinition, SagaSteps, StepContext,
         StepDefinition, StepError, StepKind,
     };
 
@@ -83,9 +83,24 @@ mod worker {
         step_ms: u64,
     }
 
+    /// Runs `business` through `barrier` as its op says.
+    async fn through<DB: BarrierDatabase>(
+        mut barrier: Barrier,
+        pool: &sqlx::Pool<DB>,
+        business: impl for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, (), sqlx::Error>,
+    ) -> Result<(), BarrierError<sqlx::Error>> {
+        match barrier.op() {
+            Op::Action => barrier
+                .action(pool, business)
+                .await
+                .map(|_ran_or_absorbed| ()),
+            Op::Compensate => barrier.compensate(pool, business).await.map(|_| ()),
+        }
+    }
+
     impl Participant {
         async fn apply(&self, ctx: &StepContext) -> Result<(), String> {
-            let mut b = Barrier::new(&ctx.gid, ctx.step, ctx.op).map_err(|e| e.to_string())?;
+            let b = Barrier::for_step(ctx);
             let (g, s, o) = (
                 ctx.gid.clone(),
                 ctx.step.to_string(),
@@ -93,7 +108,7 @@ mod worker {
             );
             let outcome = match &self.effects {
                 Effects::Sqlite(pool) => {
-                    b.call(pool, move |conn| {
+                    through(b, pool, move |conn| {
                         Box::pin(async move {
                             sqlx::query("INSERT INTO effect (gid, step, op) VALUES (?, ?, ?)")
                                 .bind(g)
@@ -107,7 +122,7 @@ mod worker {
                     .await
                 }
                 Effects::Postgres(pool) => {
-                    b.call(pool, move |conn| {
+                    through(b, pool, move |conn| {
                         Box::pin(async move {
                             sqlx::query("INSERT INTO effect (gid, step, op) VALUES ($1, $2, $3)")
                                 .bind(g)
@@ -121,7 +136,7 @@ mod worker {
                     .await
                 }
             };
-            let _ran_or_absorbed = outcome.map_err(|e| e.to_string())?;
+            outcome.map_err(|e| e.to_string())?;
             // The effect is committed; a kill now loses only the engine's record of it.
             tokio::time::sleep(Duration::from_millis(self.step_ms)).await;
             Ok(())

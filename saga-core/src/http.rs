@@ -12,8 +12,21 @@
 //! | anything else, a timeout, no connection | in doubt: retried (the barrier absorbs repeats) |
 //!
 //! - Participant side: the [`SagaHeaders`] extractor, [`SagaHeaders::call`] (the barrier call
-//!   of the request, answered as a reply), and [`IntoResponse`] for [`BarrierOutcome`],
-//!   [`BarrierError`], [`StepError`] and [`Retry`], so that a handler is the barrier call itself:
+//!   of the request, answered as a reply), and [`IntoResponse`] for [`ActionOutcome`],
+//!   [`UndoOutcome`], [`BarrierError`], [`StepError`] and [`Retry`], so that a handler is the
+//!   barrier call itself. A participant answers its outcomes so:
+//!
+//! | outcome                                   | reply                                            |
+//! |-------------------------------------------|--------------------------------------------------|
+//! | [`ActionOutcome::Ran`]`(output)`          | 200, the output as JSON                          |
+//! | [`ActionOutcome::Duplicate`]`(output)`    | 200, the first call's output, as it was stored   |
+//! | [`ActionOutcome::Cancelled`]              | 409 `{"error": CANCELLED_REASON}`                |
+//! | any [`UndoOutcome`]                       | 200, empty body                                  |
+//! | [`BarrierError::Business`]`(e)`           | `e`'s own reply (409 for [`StepError::Failure`]) |
+//! | [`BarrierError::Database`]                | 503                                              |
+//! | [`BarrierError::Reply`]                   | 500                                              |
+//! | [`BarrierError::InvalidKey`]              | 400                                              |
+//!
 //!
 //! ```
 //! use axum::extract::State;
@@ -50,8 +63,8 @@
 //!
 //! Layers around such handlers act on both sides of the commit without touching them: a
 //! [`BeforeCommit`] request extension runs inside the barrier's transaction just before its
-//! commit, and a reply made from a [`BarrierOutcome`] carries a [`Committed`] response extension
-//! once the transaction has committed.
+//! commit, and a reply made from an [`ActionOutcome`] or an [`UndoOutcome`] carries a
+//! [`Committed`] response extension once the transaction has committed.
 //!
 //! - Coordinator side: [`StepClient`] sends the headers and maps the reply to a step result.
 
@@ -64,12 +77,15 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use sqlx::Pool;
 
+pub use crate::barrier::CANCELLED_REASON;
 use crate::barrier::{
-    self, Barrier, BarrierDatabase, BarrierError, BarrierOutcome, BusinessFuture, InvalidKey,
+    self, ActionOutcome, Barrier, BarrierDatabase, BarrierError, BusinessFuture, InvalidKey,
+    UndoOutcome,
 };
 use crate::step::{Op, Retry, StepContext, StepError};
 
@@ -81,9 +97,6 @@ pub const SAGA_BRANCH: HeaderName = HeaderName::from_static("saga-branch");
 pub const SAGA_OP: HeaderName = HeaderName::from_static("saga-op");
 /// Optional header carrying the number of the handler's first barrier call (default 1).
 pub const SAGA_BARRIER: HeaderName = HeaderName::from_static("saga-barrier");
-
-/// The reason a participant gives for an action that arrived after its undo.
-pub const CANCELLED_REASON: &str = "compensated before the action ran";
 
 /// The barrier identity of a step call, read from the request headers.
 ///
@@ -129,32 +142,38 @@ impl SagaHeaders {
     /// Runs `business` inside this call's barrier on `pool` and answers with the outcome: the
     /// handler of a participant endpoint in one call.
     ///
-    /// The barrier is [`SagaHeaders::barrier`] (so `Saga-Barrier` is honoured), opened with
-    /// [`Barrier::call_with_hook`]: the request's [`BeforeCommit`] hook, if a layer attached
-    /// one, runs inside the transaction just before the commit. The reply is the
-    /// [`IntoResponse`] mapping of the result: 200 with the output, 200 for a duplicate or a
-    /// null compensation, 409 [`CANCELLED_REASON`] for a late action, the business error's own
-    /// reply (409 for [`StepError::Failure`], 503 for [`StepError::Retry`]), 503 for a database
-    /// error.
+    /// The barrier is [`SagaHeaders::barrier`] (so `Saga-Barrier` is honoured); the call is
+    /// [`Barrier::action`] or [`Barrier::compensate`] as `Saga-Op` says, and the request's
+    /// [`BeforeCommit`] hook, if a layer attached one, runs inside the transaction just before
+    /// the commit ([`Barrier::before_commit`]). The reply is the [`IntoResponse`] mapping of the
+    /// result (see the [module docs](self)): 200 with the output, 200 with the first call's
+    /// stored output for a duplicate action, 200 for any undo outcome, 409 [`CANCELLED_REASON`]
+    /// for a late action, the business error's own reply (409 for [`StepError::Failure`], 503
+    /// for [`StepError::Retry`]), 503 for a database error.
     ///
     /// Each call starts from the first barrier id again: a handler that makes several barrier
     /// calls takes [`SagaHeaders::barrier`] once and calls it instead.
     pub async fn call<DB, T, E, F>(&self, pool: &Pool<DB>, business: F) -> Response
     where
         DB: BarrierDatabase,
-        T: Serialize,
-        E: IntoResponse,
+        T: Serialize + DeserializeOwned + 'static,
+        E: IntoResponse + 'static,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
     {
-        let hook = self.before_commit.clone();
-        self.barrier()
-            .call_with_hook(pool, business, |outcome| {
-                if let Some(hook) = hook {
-                    hook.run(outcome.as_str());
-                }
-            })
-            .await
-            .into_response()
+        let mut barrier = self.barrier();
+        if let Some(hook) = self.before_commit.clone() {
+            barrier.before_commit(move |outcome| hook.run(outcome));
+        }
+        match self.op {
+            Op::Action => barrier
+                .action(pool, move |conn| {
+                    let run = business(conn);
+                    Box::pin(async move { run.await.map(Output::Fresh) })
+                })
+                .await
+                .into_response(),
+            Op::Compensate => barrier.compensate(pool, business).await.into_response(),
+        }
     }
 
     /// These headers with `hook` as their [`BeforeCommit`] hook, for a caller that builds the
@@ -256,8 +275,8 @@ impl fmt::Debug for BeforeCommit {
     }
 }
 
-/// A response extension on every reply made from a [`BarrierOutcome`]: the barrier's local
-/// transaction has committed, with this outcome. Replies of a failed call (a business error, a
+/// A response extension on every reply made from an [`ActionOutcome`] or an [`UndoOutcome`]: the
+/// barrier's local transaction has committed, with this outcome. Replies of a failed call (a business error, a
 /// database error) carry none. A layer reads it to act after the commit, before the reply
 /// leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,29 +357,61 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// `Ran(output)`: 200 with the output as JSON. `Duplicate` and `NullCompensation`: 200 with an
-/// empty body (read as `null`; a step whose output is not nullable should recompute its output
-/// on a duplicate instead). `Cancelled`: 409 with [`CANCELLED_REASON`]. Each reply carries the
+/// The output of an action answered over HTTP: a first call's, or a duplicate's as it was
+/// stored, so that a duplicate's reply is the first call's body whatever the output type.
+enum Output<T> {
+    Fresh(T),
+    Stored(Box<RawValue>),
+}
+
+impl<T: Serialize> Serialize for Output<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Output::Fresh(output) => output.serialize(serializer),
+            Output::Stored(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Output<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Output::Stored)
+    }
+}
+
+/// The reply of `outcome`, with the [`Committed`] extension.
+fn committed(outcome: &'static str, mut response: Response) -> Response {
+    response.extensions_mut().insert(Committed { outcome });
+    response
+}
+
+/// `Ran(output)` and `Duplicate(output)`: 200 with the output as JSON (for a duplicate, the
+/// first call's). `Cancelled`: 409 with [`CANCELLED_REASON`]. Each reply carries the
 /// [`Committed`] extension.
-impl<T: Serialize> IntoResponse for BarrierOutcome<T> {
+impl<T: Serialize> IntoResponse for ActionOutcome<T> {
     fn into_response(self) -> Response {
-        let committed = Committed {
-            outcome: self.as_str(),
-        };
-        let mut response = match self {
-            BarrierOutcome::Ran(output) => (StatusCode::OK, Json(output)).into_response(),
-            BarrierOutcome::Duplicate | BarrierOutcome::NullCompensation => {
-                StatusCode::OK.into_response()
+        let outcome = self.as_str();
+        let response = match self {
+            ActionOutcome::Ran(output) | ActionOutcome::Duplicate(output) => {
+                (StatusCode::OK, Json(output)).into_response()
             }
-            BarrierOutcome::Cancelled => error_response(StatusCode::CONFLICT, CANCELLED_REASON),
+            ActionOutcome::Cancelled => error_response(StatusCode::CONFLICT, CANCELLED_REASON),
         };
-        response.extensions_mut().insert(committed);
-        response
+        committed(outcome, response)
+    }
+}
+
+/// 200 with an empty body, whatever the outcome: the step is compensated. The reply carries the
+/// [`Committed`] extension.
+impl<T> IntoResponse for UndoOutcome<T> {
+    fn into_response(self) -> Response {
+        committed(self.as_str(), StatusCode::OK.into_response())
     }
 }
 
 /// `Business(e)`: `e`'s own reply (409 for a [`StepError::Failure`]). `Database`: 503, retry
-/// later (the transaction was rolled back). `InvalidKey`: 400.
+/// later (the transaction was rolled back). `Reply`: 500, in doubt (nothing was committed; the
+/// stored reply does not decode as the endpoint's output type). `InvalidKey`: 400.
 impl<E: IntoResponse> IntoResponse for BarrierError<E> {
     fn into_response(self) -> Response {
         match self {
@@ -368,6 +419,10 @@ impl<E: IntoResponse> IntoResponse for BarrierError<E> {
             BarrierError::Database(e) => error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("participant database error: {e}"),
+            ),
+            BarrierError::Reply(e) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("participant reply error: {e}"),
             ),
             BarrierError::InvalidKey(e) => error_response(StatusCode::BAD_REQUEST, e.to_string()),
         }

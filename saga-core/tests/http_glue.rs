@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -14,10 +14,10 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use saga_core::barrier::{BarrierError, BarrierOutcome};
+use saga_core::barrier::{BarrierError, UndoOutcome};
 use saga_core::http::{BeforeCommit, CANCELLED_REASON, Committed, SagaHeaders, StepClient};
 use saga_core::{Op, Retry, StepContext, StepError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::SqlitePool;
 
@@ -389,10 +389,10 @@ async fn stock_participant() -> (String, SqlitePool, tempfile::TempDir) {
         headers: SagaHeaders,
         State(pool): State<SqlitePool>,
         Json(count): Json<i64>,
-    ) -> Result<BarrierOutcome<()>, BarrierError<StepError>> {
+    ) -> Result<UndoOutcome<()>, BarrierError<StepError>> {
         headers
             .barrier()
-            .call(&pool, move |conn| {
+            .compensate(&pool, move |conn| {
                 Box::pin(async move {
                     sqlx::query("UPDATE stock SET stock = stock + ? WHERE product_id = 1")
                         .bind(count)
@@ -405,13 +405,51 @@ async fn stock_participant() -> (String, SqlitePool, tempfile::TempDir) {
             .await
     }
 
+    /// The deduction answering what is left and a value of its own call, so that a reply
+    /// recomputed by a repeat would differ from the first.
+    async fn deduct_reporting(
+        headers: SagaHeaders,
+        State(pool): State<SqlitePool>,
+        Json(count): Json<i64>,
+    ) -> Response {
+        headers
+            .call(&pool, move |conn| {
+                Box::pin(async move {
+                    let left: Option<i64> = sqlx::query_scalar(
+                        "UPDATE stock SET stock = stock - ?1 WHERE product_id = 1 AND stock >= ?1 \
+                         RETURNING stock",
+                    )
+                    .bind(count)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let left = left.ok_or_else(|| StepError::failure("not enough stock"))?;
+                    let call = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+                    Ok::<_, StepError>(Report {
+                        left,
+                        call_nanos: call.as_nanos() as u64,
+                        note: "deducted".to_string(),
+                    })
+                })
+            })
+            .await
+    }
+
     let app = Router::new()
         .route("/stockDeduct", post(deduct))
+        .route("/stockDeductReporting", post(deduct_reporting))
         .route("/stockDeductRevert", post(deduct_revert))
         .route("/broken", post(broken))
         .layer(axum::middleware::from_fn(hooks))
         .with_state(pool.clone());
     (serve(app).await, pool, dir)
+}
+
+/// The output of `/stockDeductReporting`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Report {
+    left: i64,
+    call_nanos: u64,
+    note: String,
 }
 
 /// What the layer of [`hooks`] saw: the before-commit hook's outcomes, in call order.
@@ -616,7 +654,7 @@ async fn one_call_handler_answers_each_outcome_and_marks_committed_replies() {
     assert_eq!(committed.as_deref(), Some("cancelled"));
     assert_eq!(error.as_deref(), Some(CANCELLED_REASON));
     assert_eq!(stock(&pool).await, 8);
-    // The undo endpoint calls `barrier().call` itself, which runs no request hook.
+    // The undo endpoint calls `barrier().compensate` itself, which runs no request hook.
     assert_eq!(seen_before_commit("order-6"), ["cancelled"]);
 }
 
@@ -674,4 +712,57 @@ async fn database_error_in_business_code_is_a_retry() {
     );
     // Rolled back with the business code: the call leaves no barrier row.
     assert!(barrier_ids(&pool, "order-9").await.is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_post_answers_the_first_calls_body() {
+    let (base, pool, _dir) = stock_participant().await;
+    let post = |base: String| async move {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/stockDeductReporting"))
+            .header("Saga-Gid", "order-10")
+            .header("Saga-Branch", "stock_deduct")
+            .header("Saga-Op", "action")
+            .json(&2)
+            .send()
+            .await
+            .unwrap();
+        let committed = response
+            .headers()
+            .get("x-committed")
+            .map(|v| v.to_str().unwrap().to_string());
+        (
+            response.status(),
+            committed,
+            response.bytes().await.unwrap(),
+        )
+    };
+    let (status, committed, first) = post(base.clone()).await;
+    assert_eq!(
+        (status, committed.as_deref()),
+        (StatusCode::OK, Some("ran"))
+    );
+    let (status, committed, second) = post(base.clone()).await;
+    assert_eq!(
+        (status, committed.as_deref()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&second).unwrap(),
+        serde_json::from_slice::<Value>(&first).unwrap()
+    );
+    assert_eq!(second, first, "the stored reply, byte for byte");
+    assert_eq!(stock(&pool).await, 8);
+    // The coordinator decodes the duplicate's reply as the step's output.
+    let report: Report = StepClient::new(base)
+        .call(
+            "/stockDeductReporting",
+            &ctx("order-10", "stock_deduct", Op::Action),
+            &2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report, serde_json::from_slice::<Report>(&first).unwrap());
+    assert_eq!(report.left, 8);
+    assert_eq!(stock(&pool).await, 8);
 }

@@ -3,16 +3,20 @@
 //! A coordinator may call a step's action more than once (retries, at-least-once delivery), may
 //! call its undo for an action that never ran (the action timed out before reaching the
 //! participant), and may deliver an action *after* its undo (a delayed request). The barrier turns
-//! all three into non-events, inside the participant's own local transaction:
+//! all three into non-events, inside the participant's own local transaction, and answers a
+//! repeated action with the reply of its first call:
 //!
-//! | call                              | business code | outcome                                   |
-//! |-----------------------------------|---------------|-------------------------------------------|
-//! | first action                      | runs          | [`BarrierOutcome::Ran`]                   |
-//! | repeated action                   | skipped       | [`BarrierOutcome::Duplicate`]             |
-//! | first undo after the action       | runs          | [`BarrierOutcome::Ran`]                   |
-//! | repeated undo                     | skipped       | [`BarrierOutcome::Duplicate`]             |
-//! | undo with no action before it     | skipped       | [`BarrierOutcome::NullCompensation`]      |
-//! | action arriving after its undo    | skipped       | [`BarrierOutcome::Cancelled`]             |
+//! | call                           | business code           | outcome                                         |
+//! |--------------------------------|-------------------------|-------------------------------------------------|
+//! | first action                   | runs; its reply stored  | [`ActionOutcome::Ran`]`(reply)`                 |
+//! | repeated action                | skipped                 | [`ActionOutcome::Duplicate`]`(first reply)`     |
+//! | action arriving after its undo | skipped                 | [`ActionOutcome::Cancelled`]                    |
+//! | first undo after the action    | runs                    | [`UndoOutcome::Ran`]`(value)`                   |
+//! | repeated undo                  | skipped                 | [`UndoOutcome::Duplicate`]                      |
+//! | undo with no action before it  | skipped                 | [`UndoOutcome::NullCompensation`]               |
+//!
+//! Actions go through [`Barrier::action`] (or [`Barrier::action_in`]), undos through
+//! [`Barrier::compensate`] (or [`Barrier::compensate_in`]).
 //!
 //! # How
 //!
@@ -24,40 +28,101 @@
 //!    inserted a row, the action never ran: a null compensation. The row then blocks a late
 //!    action (hang prevention).
 //! 2. Insert-if-absent the row of the current op. If nothing was inserted, the call is a
-//!    duplicate (or, for an action whose row says `compensate`, a late action: cancelled).
-//! 3. Otherwise run the business code in the same transaction, and commit or roll back with it:
-//!    a failed action leaves no barrier row, so its later undo is a null compensation.
+//!    duplicate (or, for an action whose row says `compensate`, a late action: cancelled). A
+//!    duplicate action reads its row's `reason` and `reply` and returns the reply, decoded as the
+//!    action's output type.
+//! 3. Otherwise run the business code in the same transaction; after an action's business code
+//!    succeeds, store its reply on its row. Commit, or roll back with the business code: a failed
+//!    action leaves no barrier row, so its later undo is a null compensation.
 //!
 //! The table's columns: `gid`, `branch_id`, `op`, `barrier_id` (the primary key), `reason` (the
-//! op whose call inserted the row) and `created_at` (milliseconds since the Unix epoch, UTC, set
-//! by the library so that both dialects agree).
+//! op whose call inserted the row), `created_at` (milliseconds since the Unix epoch, UTC, set by
+//! the library so that both dialects agree) and `reply` (on an `action` row: the action's reply as
+//! JSON text). A NULL `reply` reads as JSON `null`: the barrier skips the write for a reply that
+//! encodes as `null` (a `()` output, a `None`), and rows written before the column existed have
+//! none.
 //!
 //! Racing calls of one key serialise on the table's primary key: a PostgreSQL row lock, or
 //! SQLite's single writer (the barrier opens its SQLite transactions with `BEGIN IMMEDIATE`;
-//! give the pool a `busy_timeout` so writers wait for each other instead of failing).
+//! give the pool a `busy_timeout` so writers wait for each other instead of failing). A call that
+//! waited for the first one and finds its row is a duplicate and gets its reply.
 //!
 //! Several barrier calls inside one handler get the barrier ids `"01"`, `"02"`, ... in call
 //! order, so a retried handler that makes the same calls in the same order meets its own rows.
 //!
 //! # Two forms
 //!
-//! - [`Barrier::call`] opens the transaction on a pool, runs the barrier and the business code,
-//!   and commits (or rolls back).
-//! - [`Barrier::call_in`] runs inside a transaction the caller already holds (under a savepoint
-//!   that is rolled back when the business code fails); the caller commits. On SQLite, begin that
-//!   transaction with `BEGIN IMMEDIATE` (`pool.begin_with("BEGIN IMMEDIATE")`), or a racing writer
-//!   may fail with `SQLITE_BUSY` instead of waiting.
+//! - [`Barrier::action`] and [`Barrier::compensate`] open the transaction on a pool, run the
+//!   barrier and the business code, and commit (or roll back).
+//! - [`Barrier::action_in`] and [`Barrier::compensate_in`] run inside a transaction the caller
+//!   already holds (under a savepoint that is rolled back when the call fails); the caller
+//!   commits. On SQLite, begin that transaction with `BEGIN IMMEDIATE`
+//!   (`pool.begin_with("BEGIN IMMEDIATE")`), or a racing writer may fail with `SQLITE_BUSY`
+//!   instead of waiting.
+//!
+//! [`Barrier::before_commit`] sets a hook that the next call runs just before it commits.
+//!
+//! An in-process step converts the outcome and the error with `?` and `.into()`: an
+//! [`ActionOutcome`] into `Result<T, StepError>` ([`ActionOutcome::Cancelled`] is a business
+//! failure with [`CANCELLED_REASON`]), an [`UndoOutcome`] into `Result<(), Retry>`, and a
+//! [`BarrierError`] into a [`StepError`] or a [`Retry`]:
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # mod example {
+//! use saga_core::barrier::Barrier;
+//! use saga_core::{Retry, StepContext, StepError};
+//! use sqlx::SqlitePool;
+//!
+//! /// Deducts the stock and answers with what is left; a repeated call answers the same.
+//! async fn stock_deduct(pool: &SqlitePool, ctx: &StepContext, count: i64) -> Result<i64, StepError> {
+//!     Barrier::for_step(ctx)
+//!         .action(pool, move |conn| {
+//!             Box::pin(async move {
+//!                 let left: Option<i64> = sqlx::query_scalar(
+//!                     "UPDATE stock SET stock = stock - ?1 WHERE product_id = 1 AND stock >= ?1 \
+//!                      RETURNING stock",
+//!                 )
+//!                 .bind(count)
+//!                 .fetch_optional(&mut *conn)
+//!                 .await?;
+//!                 left.ok_or_else(|| StepError::failure("not enough stock"))
+//!             })
+//!         })
+//!         .await?
+//!         .into()
+//! }
+//!
+//! /// Puts the stock back, once, and only if the deduction happened.
+//! async fn stock_deduct_undo(pool: &SqlitePool, ctx: &StepContext, count: i64) -> Result<(), Retry> {
+//!     Barrier::for_step(ctx)
+//!         .compensate(pool, move |conn| {
+//!             Box::pin(async move {
+//!                 sqlx::query("UPDATE stock SET stock = stock + ? WHERE product_id = 1")
+//!                     .bind(count)
+//!                     .execute(&mut *conn)
+//!                     .await?;
+//!                 Ok::<_, Retry>(())
+//!             })
+//!         })
+//!         .await?
+//!         .into()
+//! }
+//! # }
+//! ```
 //!
 //! # Retention
 //!
-//! Rows are kept until [`cleanup`] deletes those older than a given age. Hang protection and
-//! duplicate detection last exactly as long as the rows do: choose an age well beyond the
-//! longest time a saga can keep retrying a step.
+//! Rows, replies included, are kept until [`cleanup`] deletes those older than a given age. Hang
+//! protection, duplicate detection and the replayed replies last exactly as long as the rows do:
+//! choose an age well beyond the longest time a saga can keep retrying a step. A reply is as
+//! large as the action's output; keep outputs small.
 //!
 //! # Metrics
 //!
 //! Every call increments the counter `saga_barrier_outcomes_total{op, outcome}`, where `outcome`
-//! is `ran`, `duplicate`, `null_compensation`, `cancelled`, `business_error` or `database_error`.
+//! is `ran`, `duplicate`, `null_compensation`, `cancelled`, `business_error`, `database_error`,
+//! `reply_error` or `invalid_key`.
 //!
 //! # Example: the stock deduction and its undo
 //!
@@ -65,34 +130,33 @@
 //! # #[cfg(feature = "sqlite")]
 //! # mod example {
 //! use saga_core::Op;
-//! use saga_core::barrier::{self, Barrier, BarrierOutcome};
+//! use saga_core::barrier::{self, ActionOutcome, Barrier, UndoOutcome};
 //! use sqlx::SqlitePool;
 //!
-//! /// Deducts stock once per saga, however often the coordinator calls.
+//! /// Deducts stock once per saga, however often the coordinator calls, and answers with the
+//! /// stock left after the deduction.
 //! async fn stock_deduct(
 //!     pool: &SqlitePool,
 //!     gid: &str,
 //!     product_id: i64,
 //!     count: i64,
-//! ) -> Result<BarrierOutcome<()>, Box<dyn std::error::Error>> {
+//! ) -> Result<ActionOutcome<i64>, Box<dyn std::error::Error>> {
 //!     let mut barrier = Barrier::new(gid, "stock_deduct", Op::Action)?;
 //!     let outcome = barrier
-//!         .call(pool, move |conn| {
+//!         .action(pool, move |conn| {
 //!             Box::pin(async move {
-//!                 let updated = sqlx::query(
-//!                     "UPDATE stock SET stock = stock - ? WHERE product_id = ? AND stock >= ?",
+//!                 let left: Option<i64> = sqlx::query_scalar(
+//!                     "UPDATE stock SET stock = stock - ?1 WHERE product_id = ?2 AND stock >= ?1 \
+//!                      RETURNING stock",
 //!                 )
 //!                 .bind(count)
 //!                 .bind(product_id)
-//!                 .bind(count)
-//!                 .execute(&mut *conn)
+//!                 .fetch_optional(&mut *conn)
 //!                 .await
 //!                 .map_err(|e| e.to_string())?;
-//!                 if updated.rows_affected() == 0 {
-//!                     // Rolls back the barrier row too: the undo will be a null compensation.
-//!                     return Err("not enough stock".to_string());
-//!                 }
-//!                 Ok(())
+//!                 // An error rolls back the barrier row too: the undo will be a null
+//!                 // compensation.
+//!                 left.ok_or_else(|| "not enough stock".to_string())
 //!             })
 //!         })
 //!         .await?;
@@ -105,10 +169,10 @@
 //!     gid: &str,
 //!     product_id: i64,
 //!     count: i64,
-//! ) -> Result<BarrierOutcome<()>, Box<dyn std::error::Error>> {
+//! ) -> Result<UndoOutcome<()>, Box<dyn std::error::Error>> {
 //!     let mut barrier = Barrier::new(gid, "stock_deduct", Op::Compensate)?;
 //!     let outcome = barrier
-//!         .call(pool, move |conn| {
+//!         .compensate(pool, move |conn| {
 //!             Box::pin(async move {
 //!                 sqlx::query("UPDATE stock SET stock = stock + ? WHERE product_id = ?")
 //!                     .bind(count)
@@ -141,23 +205,25 @@
 //!         .await?;
 //!     sqlx::query("INSERT INTO stock VALUES (1, 100)").execute(&pool).await?;
 //!
-//!     // The action, delivered twice: deducted once.
-//!     assert_eq!(stock_deduct(&pool, "order-1", 1, 3).await?, BarrierOutcome::Ran(()));
-//!     assert_eq!(stock_deduct(&pool, "order-1", 1, 3).await?, BarrierOutcome::Duplicate);
-//!     assert_eq!(stock(&pool).await, 97);
+//!     // The action, delivered twice: deducted once, and the repeat gets the first reply.
+//!     assert_eq!(stock_deduct(&pool, "order-1", 1, 3).await?, ActionOutcome::Ran(97));
+//!     assert_eq!(stock_deduct(&pool, "order-1", 1, 3).await?, ActionOutcome::Duplicate(97));
+//!     assert_eq!(stock_deduct(&pool, "order-3", 1, 7).await?, ActionOutcome::Ran(90));
+//!     assert_eq!(stock_deduct(&pool, "order-1", 1, 3).await?, ActionOutcome::Duplicate(97));
+//!     assert_eq!(stock(&pool).await, 90);
 //!
 //!     // Its undo, delivered twice: added back once.
-//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, BarrierOutcome::Ran(()));
-//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, BarrierOutcome::Duplicate);
-//!     assert_eq!(stock(&pool).await, 100);
+//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, UndoOutcome::Ran(()));
+//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, UndoOutcome::Duplicate);
+//!     assert_eq!(stock(&pool).await, 93);
 //!
 //!     // An undo whose action never arrived changes nothing, and the late action is refused.
 //!     assert_eq!(
 //!         stock_deduct_revert(&pool, "order-2", 1, 5).await?,
-//!         BarrierOutcome::NullCompensation
+//!         UndoOutcome::NullCompensation
 //!     );
-//!     assert_eq!(stock_deduct(&pool, "order-2", 1, 5).await?, BarrierOutcome::Cancelled);
-//!     assert_eq!(stock(&pool).await, 100);
+//!     assert_eq!(stock_deduct(&pool, "order-2", 1, 5).await?, ActionOutcome::Cancelled);
+//!     assert_eq!(stock(&pool).await, 93);
 //!     Ok(())
 //! }
 //! # }
@@ -170,12 +236,15 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::migrate::MigrateError;
-use sqlx::{Connection, Database, Pool};
+use sqlx::{Connection, Database, Pool, Transaction};
 
-use crate::step::{BoxFuture, Op};
+use crate::step::{BoxFuture, Op, Retry, StepContext, StepError};
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -194,6 +263,10 @@ pub const MAX_KEY_LEN: usize = 128;
 /// application's `_sqlx_migrations`.
 pub const MIGRATIONS_TABLE: &str = "_saga_barrier_migrations";
 
+/// The reason a participant gives for an action that arrived after its undo
+/// ([`ActionOutcome::Cancelled`]).
+pub const CANCELLED_REASON: &str = "compensated before the action ran";
+
 /// The business code a barrier runs: it gets the connection of the barrier's transaction and
 /// returns its result or its (business) error.
 ///
@@ -201,40 +274,73 @@ pub const MIGRATIONS_TABLE: &str = "_saga_barrier_migrations";
 /// owned values into the closure (`move |conn| Box::pin(async move { ... })`).
 pub type BusinessFuture<'c, T, E> = BoxFuture<'c, Result<T, E>>;
 
-/// What a barrier call did.
+/// What a barrier call of an action did ([`Barrier::action`], [`Barrier::action_in`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
-pub enum BarrierOutcome<T> {
-    /// The business code ran and its transaction committed, with this result.
+pub enum ActionOutcome<T> {
+    /// The business code ran and its transaction committed with this reply, which is stored
+    /// on the action's barrier row.
     Ran(T),
-    /// This op of this step already ran for this saga: the business code was skipped.
-    Duplicate,
-    /// An undo whose action never ran: the business code was skipped, and a late action of the
-    /// step is now refused ([`BarrierOutcome::Cancelled`]).
-    NullCompensation,
-    /// An action that arrived after its undo: the business code was skipped. The saga has
-    /// already rolled this step back, so the action must not apply.
+    /// The action already ran for this saga: the business code was skipped, and this is the
+    /// first call's reply, read from its barrier row.
+    Duplicate(T),
+    /// The action arrived after its undo: the business code was skipped. The saga has already
+    /// rolled this step back, so the action must not apply; answer it as a business failure
+    /// with [`CANCELLED_REASON`].
     Cancelled,
 }
 
-impl<T> BarrierOutcome<T> {
-    /// The business code's result if it ran.
-    pub fn ran(self) -> Option<T> {
-        match self {
-            BarrierOutcome::Ran(value) => Some(value),
-            _ => None,
-        }
-    }
-
-    /// The outcome's label in metrics and logs: `ran`, `duplicate`, `null_compensation` or
-    /// `cancelled`.
+impl<T> ActionOutcome<T> {
+    /// The outcome's label in metrics and logs: `ran`, `duplicate` or `cancelled`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            BarrierOutcome::Ran(_) => "ran",
-            BarrierOutcome::Duplicate => "duplicate",
-            BarrierOutcome::NullCompensation => "null_compensation",
-            BarrierOutcome::Cancelled => "cancelled",
+            ActionOutcome::Ran(_) => "ran",
+            ActionOutcome::Duplicate(_) => "duplicate",
+            ActionOutcome::Cancelled => "cancelled",
         }
+    }
+}
+
+/// The step's output: the reply of a run or of a duplicate; a cancelled action is a business
+/// failure with [`CANCELLED_REASON`].
+impl<T> From<ActionOutcome<T>> for Result<T, StepError> {
+    fn from(outcome: ActionOutcome<T>) -> Self {
+        match outcome {
+            ActionOutcome::Ran(reply) | ActionOutcome::Duplicate(reply) => Ok(reply),
+            ActionOutcome::Cancelled => Err(StepError::failure(CANCELLED_REASON)),
+        }
+    }
+}
+
+/// What a barrier call of an undo did ([`Barrier::compensate`], [`Barrier::compensate_in`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum UndoOutcome<T> {
+    /// The business code ran and its transaction committed, with this result.
+    Ran(T),
+    /// The undo already ran (or was a null compensation) for this saga: the business code was
+    /// skipped.
+    Duplicate,
+    /// The action never ran: the business code was skipped, and a late action of the step is
+    /// now refused ([`ActionOutcome::Cancelled`]).
+    NullCompensation,
+}
+
+impl<T> UndoOutcome<T> {
+    /// The outcome's label in metrics and logs: `ran`, `duplicate` or `null_compensation`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UndoOutcome::Ran(_) => "ran",
+            UndoOutcome::Duplicate => "duplicate",
+            UndoOutcome::NullCompensation => "null_compensation",
+        }
+    }
+}
+
+/// Every outcome of an undo is a success: the step is compensated.
+impl<T> From<UndoOutcome<T>> for Result<(), Retry> {
+    fn from(_: UndoOutcome<T>) -> Self {
+        Ok(())
     }
 }
 
@@ -249,9 +355,38 @@ pub enum BarrierError<E> {
     /// Safe to retry.
     #[error("barrier database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The barrier's identity is malformed; no database work was done.
+    /// The stored reply does not decode as this action's output type (the reply of a
+    /// duplicate), or the business code's output does not encode as JSON (the reply of a first
+    /// call); the transaction was rolled back.
+    #[error("barrier reply error: {0}")]
+    Reply(serde_json::Error),
+    /// The barrier's identity is malformed, or the call is for the other op; no database work
+    /// was done.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
+}
+
+/// The error of an in-process step: the business error as it is; a database error, a reply
+/// that does not decode and a malformed key are retries (nothing was committed).
+impl<E: Into<StepError>> From<BarrierError<E>> for StepError {
+    fn from(e: BarrierError<E>) -> Self {
+        match e {
+            BarrierError::Business(e) => e.into(),
+            BarrierError::Database(e) => e.into(),
+            BarrierError::Reply(e) => StepError::Retry(format!("barrier reply error: {e}")),
+            BarrierError::InvalidKey(e) => StepError::Retry(e.to_string()),
+        }
+    }
+}
+
+/// The error of an in-process undo: as for [`StepError`], and a business failure is a retry
+/// too, with its reason (an undo cannot fail).
+impl<E: Into<StepError>> From<BarrierError<E>> for Retry {
+    fn from(e: BarrierError<E>) -> Self {
+        match StepError::from(e) {
+            StepError::Failure(reason) | StepError::Retry(reason) => Retry(reason),
+        }
+    }
 }
 
 /// A malformed barrier identity, found before any database work.
@@ -281,6 +416,15 @@ pub enum InvalidKey {
     /// The first barrier number is zero.
     #[error("barrier numbers start at 1")]
     ZeroBarrierNumber,
+    /// The barrier is for one op and was called for the other: [`Barrier::action`] on a
+    /// barrier of op `compensate`, or [`Barrier::compensate`] on one of op `action`.
+    #[error("a barrier of op `{got}` was called as `{expected}`")]
+    WrongOp {
+        /// The op of the method called.
+        expected: Op,
+        /// The barrier's op.
+        got: Op,
+    },
 }
 
 /// Checks a gid: 1 to [`MAX_KEY_LEN`] bytes of `[A-Za-z0-9_.:-]`.
@@ -320,18 +464,35 @@ pub fn parse_op(op: &str) -> Result<Op, InvalidKey> {
     Op::parse(op).ok_or_else(|| InvalidKey::UnknownOp(op.to_string()))
 }
 
+/// A hook run inside a barrier call's transaction just before its commit, with the outcome's
+/// label.
+type Hook = Box<dyn FnOnce(&'static str) + Send>;
+
 /// The barrier of one call of a step's action or undo: its `(gid, branch_id, op)` and the number
 /// of the next barrier call inside the handler.
 ///
-/// Build one per handler invocation; each [`call`](Barrier::call) or
-/// [`call_in`](Barrier::call_in) takes the next barrier id (`"01"`, `"02"`, ...).
+/// Build one per handler invocation; each call ([`action`](Barrier::action),
+/// [`compensate`](Barrier::compensate), [`action_in`](Barrier::action_in),
+/// [`compensate_in`](Barrier::compensate_in)) takes the next barrier id (`"01"`, `"02"`, ...).
 // Not `Clone`: a copy would hand out the same barrier ids twice.
-#[derive(Debug)]
 pub struct Barrier {
     gid: String,
     branch: String,
     op: Op,
     next: u32,
+    before_commit: Option<Hook>,
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("gid", &self.gid)
+            .field("branch", &self.branch)
+            .field("op", &self.op)
+            .field("next", &self.next)
+            .field("before_commit", &self.before_commit.is_some())
+            .finish()
+    }
 }
 
 impl Barrier {
@@ -346,22 +507,24 @@ impl Barrier {
         let branch = branch.into();
         validate_gid(&gid)?;
         validate_branch(&branch)?;
-        Ok(Barrier {
-            gid,
-            branch,
-            op,
-            next: 1,
-        })
+        Ok(Barrier::validated(gid, branch, op, 1))
+    }
+
+    /// The barrier of an in-process step call: the gid, step name and op of `ctx`, numbered
+    /// from 1. Infallible: the engine accepts only valid gids, and step names are checked when
+    /// the saga is defined.
+    pub fn for_step(ctx: &StepContext) -> Self {
+        Barrier::validated(ctx.gid.clone(), ctx.step.to_string(), ctx.op, 1)
     }
 
     /// A barrier from parts the caller has already validated.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn validated(gid: String, branch: String, op: Op, first: u32) -> Self {
         Barrier {
             gid,
             branch,
             op,
             next: first.max(1),
+            before_commit: None,
         }
     }
 
@@ -401,89 +564,151 @@ impl Barrier {
         format!("{:02}", self.next)
     }
 
+    /// Sets a hook for the next call (whatever its result; later calls run none): it runs
+    /// inside the call's transaction once the barrier has decided and any business code has
+    /// run, just before the commit (for [`action_in`](Barrier::action_in) and
+    /// [`compensate_in`](Barrier::compensate_in): before the savepoint is released), whatever
+    /// the outcome, and gets the outcome's label (`ran`, `duplicate`, `null_compensation`,
+    /// `cancelled`). It does not run when the call fails. Meant for instrumentation and fault
+    /// injection ("die before the commit").
+    pub fn before_commit(&mut self, hook: impl FnOnce(&'static str) + Send + 'static) -> &mut Self {
+        self.before_commit = Some(Box::new(hook));
+        self
+    }
+
+    /// Opens a transaction on `pool` (`BEGIN IMMEDIATE` on SQLite), passes the barrier, runs
+    /// the action's `business` code in the same transaction unless the barrier absorbs the
+    /// call, stores its reply, and commits.
+    ///
+    /// A duplicate gets the first call's reply, decoded as `T`; a reply that does not decode is
+    /// [`BarrierError::Reply`]. When `business` fails, the transaction is rolled back (barrier
+    /// rows included) and its error is returned as [`BarrierError::Business`]. A barrier of op
+    /// `compensate` is refused with [`InvalidKey::WrongOp`] before any database work.
+    pub async fn action<DB, T, E, F>(
+        &mut self,
+        pool: &Pool<DB>,
+        business: F,
+    ) -> Result<ActionOutcome<T>, BarrierError<E>>
+    where
+        DB: BarrierDatabase,
+        T: Serialize + DeserializeOwned,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
+    {
+        self.run(Begin::Pool(pool), business).await
+    }
+
+    /// Opens a transaction on `pool` (`BEGIN IMMEDIATE` on SQLite), passes the barrier, runs
+    /// the undo's `business` code in the same transaction unless the barrier absorbs the call,
+    /// and commits.
+    ///
+    /// When `business` fails, the transaction is rolled back (barrier rows included) and its
+    /// error is returned as [`BarrierError::Business`]. A barrier of op `action` is refused with
+    /// [`InvalidKey::WrongOp`] before any database work.
+    pub async fn compensate<DB, T, E, F>(
+        &mut self,
+        pool: &Pool<DB>,
+        business: F,
+    ) -> Result<UndoOutcome<T>, BarrierError<E>>
+    where
+        DB: BarrierDatabase,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
+    {
+        self.run(Begin::Pool(pool), business).await
+    }
+
+    /// Like [`Barrier::action`], inside a transaction the caller already holds on `conn` (pass
+    /// `&mut *tx`). The barrier rows and the reply commit or roll back with the caller's
+    /// transaction; the caller commits.
+    ///
+    /// The barrier works under a savepoint: when the call fails, its writes and the barrier
+    /// rows are rolled back to it, and the caller's transaction stays usable. On SQLite, open
+    /// the caller's transaction with `BEGIN IMMEDIATE` so that racing writers wait for each
+    /// other.
+    pub async fn action_in<DB, T, E, F>(
+        &mut self,
+        conn: &mut DB::Connection,
+        business: F,
+    ) -> Result<ActionOutcome<T>, BarrierError<E>>
+    where
+        DB: BarrierDatabase,
+        T: Serialize + DeserializeOwned,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
+    {
+        self.run(Begin::<DB>::Savepoint(conn), business).await
+    }
+
+    /// Like [`Barrier::compensate`], inside a transaction the caller already holds on `conn`,
+    /// under a savepoint, as [`Barrier::action_in`] does.
+    pub async fn compensate_in<DB, T, E, F>(
+        &mut self,
+        conn: &mut DB::Connection,
+        business: F,
+    ) -> Result<UndoOutcome<T>, BarrierError<E>>
+    where
+        DB: BarrierDatabase,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
+    {
+        self.run(Begin::<DB>::Savepoint(conn), business).await
+    }
+
+    /// Every barrier call: checks the op, takes the barrier id and the hook, runs the barrier
+    /// in a transaction of its own, records the result.
+    async fn run<DB, O, E, F>(
+        &mut self,
+        begin: Begin<'_, DB>,
+        business: F,
+    ) -> Result<O, BarrierError<E>>
+    where
+        DB: BarrierDatabase,
+        O: Outcome,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, O::Value, E>,
+    {
+        let before_commit = self.before_commit.take();
+        if self.op != O::OP {
+            let key = self.key_of(self.next_barrier_id());
+            let result = Err(BarrierError::InvalidKey(InvalidKey::WrongOp {
+                expected: O::OP,
+                got: self.op,
+            }));
+            record(&key, &result);
+            return result;
+        }
+        let barrier_id = self.take_barrier_id();
+        let key = self.key_of(barrier_id);
+        let result = async {
+            let tx = match begin {
+                Begin::Pool(pool) => pool.begin_with(DB::BEGIN).await?,
+                Begin::Savepoint(conn) => conn.begin().await?,
+            };
+            run_in_transaction::<DB, O, E, F>(tx, &key, business, before_commit).await
+        }
+        .await;
+        record(&key, &result);
+        result
+    }
+
     fn take_barrier_id(&mut self) -> String {
         let id = self.next_barrier_id();
         self.next = self.next.saturating_add(1);
         id
     }
 
-    /// Opens a transaction on `pool` (`BEGIN IMMEDIATE` on SQLite), passes the barrier, runs
-    /// `business` in the same transaction unless the barrier absorbs the call, and commits.
-    ///
-    /// When `business` fails, the transaction is rolled back (barrier rows included) and its
-    /// error is returned as [`BarrierError::Business`].
-    pub async fn call<DB, T, E, F>(
-        &mut self,
-        pool: &Pool<DB>,
-        business: F,
-    ) -> Result<BarrierOutcome<T>, BarrierError<E>>
-    where
-        DB: BarrierDatabase,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
-    {
-        self.call_with_hook(pool, business, |_| {}).await
-    }
-
-    /// Like [`Barrier::call`], and runs `before_commit` inside the transaction once the barrier
-    /// has decided and any business code has run, just before the commit, whatever the
-    /// outcome (ran, duplicate, null compensation, cancelled). Not called when the business
-    /// code fails. Meant for instrumentation and fault injection ("die before the commit").
-    pub async fn call_with_hook<DB, T, E, F, H>(
-        &mut self,
-        pool: &Pool<DB>,
-        business: F,
-        before_commit: H,
-    ) -> Result<BarrierOutcome<T>, BarrierError<E>>
-    where
-        DB: BarrierDatabase,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
-        H: FnOnce(&BarrierOutcome<T>),
-    {
-        let key = self.key();
-        let result = async {
-            let tx = pool.begin_with(DB::BEGIN).await?;
-            run_in_transaction::<DB, T, E, F>(tx, &key, business, before_commit).await
-        }
-        .await;
-        record(&key, &result);
-        result
-    }
-
-    /// Passes the barrier and runs `business` inside a transaction the caller already holds on
-    /// `conn` (pass `&mut *tx`). The barrier rows commit or roll back with the caller's
-    /// transaction; the caller commits.
-    ///
-    /// The barrier works under a savepoint: when `business` fails, its writes and the barrier
-    /// rows are rolled back to it, and the caller's transaction stays usable. On SQLite, open
-    /// the caller's transaction with `BEGIN IMMEDIATE` so that racing writers wait for each
-    /// other.
-    pub async fn call_in<DB, T, E, F>(
-        &mut self,
-        conn: &mut DB::Connection,
-        business: F,
-    ) -> Result<BarrierOutcome<T>, BarrierError<E>>
-    where
-        DB: BarrierDatabase,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
-    {
-        let key = self.key();
-        let result = async {
-            let savepoint = conn.begin().await?;
-            run_in_transaction::<DB, T, E, F>(savepoint, &key, business, |_| {}).await
-        }
-        .await;
-        record(&key, &result);
-        result
-    }
-
-    fn key(&mut self) -> BarrierKey {
+    fn key_of(&self, barrier_id: String) -> BarrierKey {
         BarrierKey {
             gid: self.gid.clone(),
             branch: self.branch.clone(),
             op: self.op,
-            barrier_id: self.take_barrier_id(),
+            barrier_id,
         }
     }
+}
+
+/// Where a barrier call's transaction comes from.
+enum Begin<'a, DB: Database> {
+    /// A transaction of its own, on a connection of the pool.
+    Pool(&'a Pool<DB>),
+    /// A savepoint inside the caller's transaction.
+    Savepoint(&'a mut DB::Connection),
 }
 
 /// The identity of one barrier call.
@@ -526,12 +751,21 @@ pub trait BarrierDatabase: Database + sealed::Sealed {
         created_at_ms: i64,
     ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
 
-    /// The reason of the `action` row of `key`, if it exists.
+    /// The `reason` and `reply` of the `action` row of `key`; `sqlx::Error::RowNotFound` if
+    /// there is none.
     #[doc(hidden)]
-    fn action_reason<'c>(
+    fn action_row<'c>(
         conn: &'c mut Self::Connection,
         key: &'c BarrierKey,
-    ) -> BoxFuture<'c, Result<Option<String>, sqlx::Error>>;
+    ) -> BoxFuture<'c, Result<(String, Option<String>), sqlx::Error>>;
+
+    /// Stores `reply` (JSON text) on the `action` row of `key`.
+    #[doc(hidden)]
+    fn store_reply<'c>(
+        conn: &'c mut Self::Connection,
+        key: &'c BarrierKey,
+        reply: &'c str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
 
     /// Deletes the rows created before `cutoff_ms`; returns how many.
     #[doc(hidden)]
@@ -556,14 +790,17 @@ mod sealed {
 /// Applied migrations are recorded in [`MIGRATIONS_TABLE`], never in the host application's
 /// `_sqlx_migrations`. Both tables are created unqualified, in the first schema of the pool's
 /// `search_path` on PostgreSQL: a service that lives in its own schema gets its own barrier.
+///
+/// An upgrade is done in place on a running system: the column `reply` is added as nullable,
+/// without rewriting the table, and rows written before it read as a `null` reply.
 pub async fn migrate<DB: BarrierDatabase>(pool: &Pool<DB>) -> Result<(), MigrateError> {
     DB::run_migrations(pool).await
 }
 
 /// Deletes barrier rows older than `older_than` and returns how many were deleted.
 ///
-/// Duplicate detection and hang protection for a saga last only as long as its rows: a call
-/// that arrives after its rows were cleaned up runs as if it were the first.
+/// Duplicate detection, hang protection and the stored replies of a saga last only as long as
+/// its rows: a call that arrives after its rows were cleaned up runs as if it were the first.
 pub async fn cleanup<DB: BarrierDatabase>(
     pool: &Pool<DB>,
     older_than: Duration,
@@ -572,64 +809,165 @@ pub async fn cleanup<DB: BarrierDatabase>(
     DB::delete_created_before(pool, now_ms().saturating_sub(age_ms)).await
 }
 
-async fn run_in_transaction<DB, T, E, F>(
-    mut tx: sqlx::Transaction<'_, DB>,
-    key: &BarrierKey,
-    business: F,
-    before_commit: impl FnOnce(&BarrierOutcome<T>),
-) -> Result<BarrierOutcome<T>, BarrierError<E>>
-where
-    DB: BarrierDatabase,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
-{
-    let now = now_ms();
+/// The op-specific half of a barrier call, implemented by the two outcome types: how the
+/// barrier rows decide the call, and what a run leaves on them.
+trait Outcome: Sized {
+    /// The business code's output.
+    type Value;
 
-    let mut null_compensation = false;
-    if key.op == Op::Compensate {
-        null_compensation =
-            DB::insert_if_absent(&mut tx, key, Op::Action, Op::Compensate, now).await?;
-    }
-    // Inserted even for a null compensation, so that a repeated undo is a duplicate rather than
-    // an undo of an action that never ran.
-    let current_inserted = DB::insert_if_absent(&mut tx, key, key.op, key.op, now).await?;
+    /// The op of the calls with this outcome.
+    const OP: Op;
 
-    let outcome = if null_compensation {
-        BarrierOutcome::NullCompensation
-    } else if !current_inserted {
-        let late_action = key.op == Op::Action
-            && DB::action_reason(&mut tx, key).await?.as_deref() == Some(Op::Compensate.as_str());
-        if late_action {
-            BarrierOutcome::Cancelled
-        } else {
-            BarrierOutcome::Duplicate
-        }
-    } else {
-        match business(&mut tx).await {
-            Ok(value) => BarrierOutcome::Ran(value),
-            Err(e) => {
-                // Dropping the transaction would roll back too, but only lazily, on the
-                // connection's next use; roll back now so that the row locks are released.
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(barrier = %key, error = %rollback, "rollback after a business error failed");
-                }
-                return Err(BarrierError::Business(e));
-            }
-        }
-    };
-    before_commit(&outcome);
-    tx.commit().await?;
-    Ok(outcome)
+    /// Steps 1 and 2 of the algorithm: the outcome when the barrier absorbs the call, `None`
+    /// when the business code must run.
+    fn pass<DB: BarrierDatabase, E>(
+        conn: &mut DB::Connection,
+        key: &BarrierKey,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<Self>, BarrierError<E>>> + Send;
+
+    /// What to store on the barrier row after the business code succeeded with `value`.
+    fn reply(value: &Self::Value) -> Result<Option<String>, serde_json::Error>;
+
+    /// The outcome of a run.
+    fn ran(value: Self::Value) -> Self;
+
+    /// The outcome's label.
+    fn label(&self) -> &'static str;
 }
 
-fn record<T, E>(key: &BarrierKey, result: &Result<BarrierOutcome<T>, BarrierError<E>>) {
+impl<T: Serialize + DeserializeOwned> Outcome for ActionOutcome<T> {
+    type Value = T;
+    const OP: Op = Op::Action;
+
+    async fn pass<DB: BarrierDatabase, E>(
+        conn: &mut DB::Connection,
+        key: &BarrierKey,
+        now_ms: i64,
+    ) -> Result<Option<Self>, BarrierError<E>> {
+        if DB::insert_if_absent(&mut *conn, key, Op::Action, Op::Action, now_ms).await? {
+            return Ok(None);
+        }
+        let (reason, reply) = DB::action_row(conn, key).await?;
+        if reason == Op::Compensate.as_str() {
+            return Ok(Some(ActionOutcome::Cancelled));
+        }
+        let reply = serde_json::from_str(reply.as_deref().unwrap_or("null"))
+            .map_err(BarrierError::Reply)?;
+        Ok(Some(ActionOutcome::Duplicate(reply)))
+    }
+
+    fn reply(value: &T) -> Result<Option<String>, serde_json::Error> {
+        let reply = serde_json::to_string(value)?;
+        // A NULL reply reads as `null`: no statement needed.
+        Ok((reply != "null").then_some(reply))
+    }
+
+    fn ran(value: T) -> Self {
+        ActionOutcome::Ran(value)
+    }
+
+    fn label(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl<T> Outcome for UndoOutcome<T> {
+    type Value = T;
+    const OP: Op = Op::Compensate;
+
+    async fn pass<DB: BarrierDatabase, E>(
+        conn: &mut DB::Connection,
+        key: &BarrierKey,
+        now_ms: i64,
+    ) -> Result<Option<Self>, BarrierError<E>> {
+        let null_compensation =
+            DB::insert_if_absent(&mut *conn, key, Op::Action, Op::Compensate, now_ms).await?;
+        // Inserted even for a null compensation, so that a repeated undo is a duplicate rather
+        // than an undo of an action that never ran.
+        let inserted =
+            DB::insert_if_absent(&mut *conn, key, Op::Compensate, Op::Compensate, now_ms).await?;
+        Ok(if null_compensation {
+            Some(UndoOutcome::NullCompensation)
+        } else if !inserted {
+            Some(UndoOutcome::Duplicate)
+        } else {
+            None
+        })
+    }
+
+    fn reply(_: &T) -> Result<Option<String>, serde_json::Error> {
+        Ok(None)
+    }
+
+    fn ran(value: T) -> Self {
+        UndoOutcome::Ran(value)
+    }
+
+    fn label(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// The barrier algorithm, in `tx`: pass the barrier, run the business code unless it absorbs the
+/// call, store the reply, run the hook and commit; roll back on any error.
+async fn run_in_transaction<DB, O, E, F>(
+    mut tx: Transaction<'_, DB>,
+    key: &BarrierKey,
+    business: F,
+    before_commit: Option<Hook>,
+) -> Result<O, BarrierError<E>>
+where
+    DB: BarrierDatabase,
+    O: Outcome,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, O::Value, E>,
+{
+    let decided = async {
+        if let Some(absorbed) = O::pass::<DB, E>(&mut tx, key, now_ms()).await? {
+            return Ok(absorbed);
+        }
+        let value = business(&mut tx).await.map_err(BarrierError::Business)?;
+        if let Some(reply) = O::reply(&value).map_err(BarrierError::Reply)? {
+            DB::store_reply(&mut tx, key, &reply).await?;
+        }
+        Ok(O::ran(value))
+    }
+    .await;
+    match decided {
+        Ok(outcome) => {
+            if let Some(hook) = before_commit {
+                hook(outcome.label());
+            }
+            tx.commit().await?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            // Dropping the transaction would roll back too, but only lazily, on the
+            // connection's next use; roll back now so that the row locks are released.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(barrier = %key, error = %rollback, "rollback after a failed barrier call failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn record<O: Outcome, E>(key: &BarrierKey, result: &Result<O, BarrierError<E>>) {
     let outcome = match result {
-        Ok(outcome) => outcome.as_str(),
+        Ok(outcome) => outcome.label(),
         Err(BarrierError::Business(_)) => "business_error",
         Err(BarrierError::Database(e)) => {
             tracing::warn!(barrier = %key, error = %e, "barrier database error");
             "database_error"
         }
-        Err(BarrierError::InvalidKey(_)) => "invalid_key",
+        Err(BarrierError::Reply(e)) => {
+            tracing::warn!(barrier = %key, error = %e, "barrier reply error");
+            "reply_error"
+        }
+        Err(BarrierError::InvalidKey(e)) => {
+            tracing::warn!(barrier = %key, error = %e, "invalid barrier call");
+            "invalid_key"
+        }
     };
     tracing::debug!(barrier = %key, outcome, "barrier call");
     metrics::counter!("saga_barrier_outcomes_total", "op" => key.op.as_str(), "outcome" => outcome)
@@ -687,10 +1025,66 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_convert_to_step_results() {
+        assert_eq!(Result::from(ActionOutcome::Ran(7)), Ok(7));
+        assert_eq!(Result::from(ActionOutcome::Duplicate(7)), Ok(7));
+        assert_eq!(
+            Result::<i32, _>::from(ActionOutcome::Cancelled),
+            Err(StepError::failure(CANCELLED_REASON))
+        );
+        for undo in [
+            UndoOutcome::Ran(()),
+            UndoOutcome::Duplicate,
+            UndoOutcome::NullCompensation,
+        ] {
+            assert_eq!(Result::<(), Retry>::from(undo), Ok(()));
+        }
+    }
+
+    #[test]
+    fn barrier_errors_convert_to_step_errors_and_retries() {
+        let failure = || BarrierError::Business(StepError::failure("no stock"));
+        assert_eq!(StepError::from(failure()), StepError::failure("no stock"));
+        assert_eq!(Retry::from(failure()), Retry::new("no stock"));
+        let database = StepError::from(BarrierError::<Retry>::Database(sqlx::Error::PoolTimedOut));
+        assert!(
+            matches!(database, StepError::Retry(ref m) if m.starts_with("participant database error")),
+            "{database:?}"
+        );
+        let reply = serde_json::from_str::<i64>("{}").unwrap_err();
+        let reply = Retry::from(BarrierError::<StepError>::Reply(reply));
+        assert!(reply.0.contains("reply"), "{reply:?}");
+        let wrong = BarrierError::<StepError>::InvalidKey(InvalidKey::WrongOp {
+            expected: Op::Action,
+            got: Op::Compensate,
+        });
+        assert_eq!(
+            StepError::from(wrong),
+            StepError::retry("a barrier of op `compensate` was called as `action`")
+        );
+    }
+
+    #[test]
+    fn for_step_takes_the_identity_of_the_step_call() {
+        let ctx = StepContext {
+            gid: "order-1".into(),
+            step: "stock_deduct",
+            op: Op::Compensate,
+            attempt: 3,
+        };
+        let barrier = Barrier::for_step(&ctx);
+        assert_eq!(
+            (barrier.gid(), barrier.branch(), barrier.op()),
+            ("order-1", "stock_deduct", Op::Compensate)
+        );
+        assert_eq!(barrier.next_barrier_id(), "01");
+    }
+
+    #[test]
     fn barrier_ids_count_up_from_01_per_handler() {
         let mut barrier = Barrier::new("g", "s", Op::Action).unwrap();
-        assert_eq!(barrier.key().barrier_id, "01");
-        assert_eq!(barrier.key().barrier_id, "02");
+        assert_eq!(barrier.take_barrier_id(), "01");
+        assert_eq!(barrier.take_barrier_id(), "02");
         let barrier = Barrier::new("g", "s", Op::Action)
             .unwrap()
             .starting_at(7)

@@ -37,20 +37,40 @@ impl BarrierDatabase for Sqlite {
         })
     }
 
-    fn action_reason<'c>(
+    fn action_row<'c>(
         conn: &'c mut SqliteConnection,
         key: &'c BarrierKey,
-    ) -> BoxFuture<'c, Result<Option<String>, sqlx::Error>> {
+    ) -> BoxFuture<'c, Result<(String, Option<String>), sqlx::Error>> {
         Box::pin(async move {
-            sqlx::query_scalar(
-                "SELECT reason FROM saga_barrier \
+            sqlx::query_as(
+                "SELECT reason, reply FROM saga_barrier \
                  WHERE gid = ? AND branch_id = ? AND op = 'action' AND barrier_id = ?",
             )
             .bind(key.gid.as_str())
             .bind(key.branch.as_str())
             .bind(key.barrier_id.as_str())
-            .fetch_optional(conn)
+            .fetch_one(conn)
             .await
+        })
+    }
+
+    fn store_reply<'c>(
+        conn: &'c mut SqliteConnection,
+        key: &'c BarrierKey,
+        reply: &'c str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE saga_barrier SET reply = ? \
+                 WHERE gid = ? AND branch_id = ? AND op = 'action' AND barrier_id = ?",
+            )
+            .bind(reply)
+            .bind(key.gid.as_str())
+            .bind(key.branch.as_str())
+            .bind(key.barrier_id.as_str())
+            .execute(conn)
+            .await?;
+            Ok(())
         })
     }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use saga_core::barrier::{self, Barrier, BarrierError, BarrierOutcome};
+use saga_core::barrier::{self, Barrier, BarrierDatabase, BarrierError, BusinessFuture};
 use saga_core::step::RawActionResult;
 use saga_core::store::sqlite::SqliteOptions;
 use saga_core::{
@@ -200,6 +200,18 @@ pub async fn plant_instance(
     };
 }
 
+/// Runs `business` through `barrier` as its op says; the outcome's label.
+async fn through<DB: BarrierDatabase>(
+    mut barrier: Barrier,
+    pool: &sqlx::Pool<DB>,
+    business: impl for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, (), sqlx::Error>,
+) -> Result<&'static str, BarrierError<sqlx::Error>> {
+    match barrier.op() {
+        Op::Action => barrier.action(pool, business).await.map(|o| o.as_str()),
+        Op::Compensate => barrier.compensate(pool, business).await.map(|o| o.as_str()),
+    }
+}
+
 /// A participant's own database: each applied action or undo is one row of `effect`, written
 /// in the barrier's local transaction. The table has no unique key on purpose, so a call that
 /// applied twice shows up as two rows.
@@ -210,13 +222,13 @@ pub enum Effects {
 }
 
 impl Effects {
-    /// Applies `op` of `step` of `gid` once, through the barrier.
-    pub async fn apply(&self, gid: &str, step: &str, op: Op) -> Result<BarrierOutcome<()>, String> {
-        let mut b = Barrier::new(gid, step, op).map_err(|e| e.to_string())?;
+    /// Applies `op` of `step` of `gid` once, through the barrier; the outcome's label.
+    pub async fn apply(&self, gid: &str, step: &str, op: Op) -> Result<&'static str, String> {
+        let b = Barrier::new(gid, step, op).map_err(|e| e.to_string())?;
         let (g, s, o) = (gid.to_string(), step.to_string(), op.as_str().to_string());
         let result = match self {
             Effects::Sqlite(pool) => {
-                b.call(pool, move |conn| {
+                through(b, pool, move |conn| {
                     Box::pin(async move {
                         sqlx::query("INSERT INTO effect (gid, step, op) VALUES (?, ?, ?)")
                             .bind(g)
@@ -230,7 +242,7 @@ impl Effects {
                 .await
             }
             Effects::Postgres(pool) => {
-                b.call(pool, move |conn| {
+                through(b, pool, move |conn| {
                     Box::pin(async move {
                         sqlx::query("INSERT INTO effect (gid, step, op) VALUES ($1, $2, $3)")
                             .bind(g)
@@ -244,7 +256,7 @@ impl Effects {
                 .await
             }
         };
-        result.map_err(|e: BarrierError<sqlx::Error>| e.to_string())
+        result.map_err(|e| e.to_string())
     }
 
     /// The applied effects of one saga as `(step, op)`, sorted.
