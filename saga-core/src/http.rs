@@ -13,7 +13,7 @@
 //!
 //! - Participant side: the [`SagaHeaders`] extractor, [`SagaHeaders::call`] (the barrier call
 //!   of the request, answered as a reply), and [`IntoResponse`] for [`ActionOutcome`],
-//!   [`UndoOutcome`], [`BarrierError`], [`StepError`] and [`Retry`], so that a handler is the
+//!   [`CompensationOutcome`], [`BarrierError`], [`StepError`] and [`Retry`], so that a handler is the
 //!   barrier call itself. A participant answers its outcomes so:
 //!
 //! | outcome                                   | reply                                            |
@@ -21,7 +21,7 @@
 //! | [`ActionOutcome::Ran`]`(output)`          | 200, the output as JSON                          |
 //! | [`ActionOutcome::Duplicate`]`(output)`    | 200, the first call's output, as it was stored   |
 //! | [`ActionOutcome::Cancelled`]              | 409 `{"error": CANCELLED_REASON}`                |
-//! | any [`UndoOutcome`]                       | 200, empty body                                  |
+//! | any [`CompensationOutcome`]                       | 200, empty body                                  |
 //! | [`BarrierError::Business`]`(e)`           | `e`'s own reply (409 for [`StepError::Failure`]) |
 //! | [`BarrierError::Database`]                | 503                                              |
 //! | [`BarrierError::Reply`]                   | 500                                              |
@@ -63,7 +63,7 @@
 //!
 //! Layers around such handlers act on both sides of the commit without touching them: a
 //! [`BeforeCommit`] request extension runs inside the barrier's transaction just before its
-//! commit, and a reply made from an [`ActionOutcome`] or an [`UndoOutcome`] carries a
+//! commit, and a reply made from an [`ActionOutcome`] or an [`CompensationOutcome`] carries a
 //! [`Committed`] response extension once the transaction has committed.
 //!
 //! - Coordinator side: [`StepClient`] sends the headers and maps the reply to a step result.
@@ -84,8 +84,8 @@ use sqlx::Pool;
 
 pub use crate::barrier::CANCELLED_REASON;
 use crate::barrier::{
-    self, ActionOutcome, Barrier, BarrierDatabase, BarrierError, BusinessFuture, InvalidKey,
-    UndoOutcome,
+    self, ActionOutcome, Barrier, BarrierDatabase, BarrierError, BusinessFuture,
+    CompensationOutcome, InvalidKey,
 };
 use crate::step::{Op, Retry, StepContext, StepError};
 
@@ -275,7 +275,7 @@ impl fmt::Debug for BeforeCommit {
     }
 }
 
-/// A response extension on every reply made from an [`ActionOutcome`] or an [`UndoOutcome`]: the
+/// A response extension on every reply made from an [`ActionOutcome`] or an [`CompensationOutcome`]: the
 /// barrier's local transaction has committed, with this outcome. Replies of a failed call (a business error, a
 /// database error) carry none. A layer reads it to act after the commit, before the reply
 /// leaves.
@@ -403,7 +403,7 @@ impl<T: Serialize> IntoResponse for ActionOutcome<T> {
 
 /// 200 with an empty body, whatever the outcome: the step is compensated. The reply carries the
 /// [`Committed`] extension.
-impl<T> IntoResponse for UndoOutcome<T> {
+impl<T> IntoResponse for CompensationOutcome<T> {
     fn into_response(self) -> Response {
         committed(self.as_str(), StatusCode::OK.into_response())
     }

@@ -14,7 +14,7 @@ pub mod step;
 pub mod store;
 
 #[cfg(feature = "runtime")]
-pub use barrier::{ActionOutcome, Barrier, BarrierError, UndoOutcome};
+pub use barrier::{ActionOutcome, Barrier, BarrierError, CompensationOutcome};
 pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinition, StepKind};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use engine::{

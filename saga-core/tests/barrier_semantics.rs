@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use saga_core::barrier::{
-    self, ActionOutcome, Barrier, BarrierDatabase, BarrierError, CANCELLED_REASON, InvalidKey,
-    UndoOutcome,
+    self, ActionOutcome, Barrier, BarrierDatabase, BarrierError, CANCELLED_REASON,
+    CompensationOutcome, InvalidKey,
 };
 use saga_core::{BoxFuture, Op, Retry, StepContext, StepError};
 use serde::de::DeserializeOwned;
@@ -371,7 +371,7 @@ async fn compensation<B: Backend>(
     pool: &Pool<B::DB>,
     gid: &str,
     count: i64,
-) -> Result<UndoOutcome<()>, BarrierError<String>> {
+) -> Result<CompensationOutcome<()>, BarrierError<String>> {
     let mut barrier = Barrier::new(gid, "stock_deduct", Op::Compensate)?;
     barrier
         .compensate(pool, move |conn| B::add_back(conn, count))
@@ -670,7 +670,7 @@ async fn compensation_after_action_undoes_it_once<B: Backend>() {
     let fx = fixture::<B>().await;
     assert!(action::<B>(&fx.pool, "order-1", 3).await.is_ok());
     let outcome = compensation::<B>(&fx.pool, "order-1", 3).await.unwrap();
-    assert_eq!(outcome, UndoOutcome::Ran(()));
+    assert_eq!(outcome, CompensationOutcome::Ran(()));
     assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
 }
 
@@ -679,12 +679,12 @@ async fn compensation_repeated_undoes_once<B: Backend>() {
     assert!(action::<B>(&fx.pool, "order-1", 3).await.is_ok());
     assert_eq!(
         compensation::<B>(&fx.pool, "order-1", 3).await.unwrap(),
-        UndoOutcome::Ran(())
+        CompensationOutcome::Ran(())
     );
     for _ in 0..5 {
         assert_eq!(
             compensation::<B>(&fx.pool, "order-1", 3).await.unwrap(),
-            UndoOutcome::Duplicate
+            CompensationOutcome::Duplicate
         );
     }
     assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
@@ -693,7 +693,7 @@ async fn compensation_repeated_undoes_once<B: Backend>() {
 async fn compensation_without_action_is_a_null_compensation<B: Backend>() {
     let fx = fixture::<B>().await;
     let outcome = compensation::<B>(&fx.pool, "order-1", 3).await.unwrap();
-    assert_eq!(outcome, UndoOutcome::NullCompensation);
+    assert_eq!(outcome, CompensationOutcome::NullCompensation);
     assert_eq!(
         B::stock(&fx.pool).await,
         INITIAL_STOCK,
@@ -702,7 +702,7 @@ async fn compensation_without_action_is_a_null_compensation<B: Backend>() {
     // A repeated null compensation still does not run the undo.
     assert_eq!(
         compensation::<B>(&fx.pool, "order-1", 3).await.unwrap(),
-        UndoOutcome::Duplicate
+        CompensationOutcome::Duplicate
     );
     assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
 }
@@ -711,7 +711,7 @@ async fn late_action_after_undo_is_cancelled<B: Backend>() {
     let fx = fixture::<B>().await;
     assert_eq!(
         compensation::<B>(&fx.pool, "order-1", 3).await.unwrap(),
-        UndoOutcome::NullCompensation
+        CompensationOutcome::NullCompensation
     );
     let outcome = action::<B>(&fx.pool, "order-1", 3).await.unwrap();
     assert_eq!(outcome, ActionOutcome::Cancelled);
@@ -738,7 +738,7 @@ async fn failed_action_leaves_no_barrier_rows_and_its_undo_is_null<B: Backend>()
         compensation::<B>(&fx.pool, "order-1", INITIAL_STOCK + 1)
             .await
             .unwrap(),
-        UndoOutcome::NullCompensation
+        CompensationOutcome::NullCompensation
     );
     assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
 }
@@ -849,12 +849,12 @@ async fn barrier_rows_commit_with_the_callers_transaction<B: Backend>() {
         .compensate_in::<B::DB, _, _, _>(&mut tx, |conn| B::add_back(conn, 3))
         .await
         .unwrap();
-    assert_eq!(outcome, UndoOutcome::Ran(()));
+    assert_eq!(outcome, CompensationOutcome::Ran(()));
     tx.commit().await.unwrap();
     assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
     assert_eq!(
         compensation::<B>(&fx.pool, "order-1", 3).await.unwrap(),
-        UndoOutcome::Duplicate
+        CompensationOutcome::Duplicate
     );
 }
 
@@ -913,8 +913,8 @@ async fn racing_action_and_compensation_never_leave_an_action_without_its_undo<B
         let act = act.await.unwrap().unwrap();
         let undo = undo.await.unwrap().unwrap();
         match (&act, &undo) {
-            (ActionOutcome::Ran(()), UndoOutcome::Ran(())) => action_won += 1,
-            (ActionOutcome::Cancelled, UndoOutcome::NullCompensation) => {}
+            (ActionOutcome::Ran(()), CompensationOutcome::Ran(())) => action_won += 1,
+            (ActionOutcome::Cancelled, CompensationOutcome::NullCompensation) => {}
             other => panic!("{gid}: impossible outcome pair {other:?}"),
         }
         assert_eq!(
@@ -1010,7 +1010,7 @@ async fn migration_adds_the_reply_to_a_table_of_the_first_release_in_place<B: Ba
     );
     assert_eq!(
         compensation::<B>(&fx.pool, "old-2", 3).await.unwrap(),
-        UndoOutcome::Duplicate
+        CompensationOutcome::Duplicate
     );
     assert_eq!(B::stock(&fx.pool).await, INITIAL_STOCK);
     // New calls store their replies.

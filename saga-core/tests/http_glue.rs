@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use saga_core::barrier::{BarrierError, UndoOutcome};
+use saga_core::barrier::{BarrierError, CompensationOutcome};
 use saga_core::http::{BeforeCommit, CANCELLED_REASON, Committed, SagaHeaders, StepClient};
 use saga_core::{Op, Retry, StepContext, StepError};
 use serde::{Deserialize, Serialize};
@@ -389,7 +389,7 @@ async fn stock_participant() -> (String, SqlitePool, tempfile::TempDir) {
         headers: SagaHeaders,
         State(pool): State<SqlitePool>,
         Json(count): Json<i64>,
-    ) -> Result<UndoOutcome<()>, BarrierError<StepError>> {
+    ) -> Result<CompensationOutcome<()>, BarrierError<StepError>> {
         headers
             .barrier()
             .compensate(&pool, move |conn| {

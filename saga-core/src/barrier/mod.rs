@@ -11,9 +11,9 @@
 //! | first action                   | runs; its reply stored  | [`ActionOutcome::Ran`]`(reply)`                 |
 //! | repeated action                | skipped                 | [`ActionOutcome::Duplicate`]`(first reply)`     |
 //! | action arriving after its undo | skipped                 | [`ActionOutcome::Cancelled`]                    |
-//! | first undo after the action    | runs                    | [`UndoOutcome::Ran`]`(value)`                   |
-//! | repeated undo                  | skipped                 | [`UndoOutcome::Duplicate`]                      |
-//! | undo with no action before it  | skipped                 | [`UndoOutcome::NullCompensation`]               |
+//! | first undo after the action    | runs                    | [`CompensationOutcome::Ran`]`(value)`                   |
+//! | repeated undo                  | skipped                 | [`CompensationOutcome::Duplicate`]                      |
+//! | undo with no action before it  | skipped                 | [`CompensationOutcome::NullCompensation`]               |
 //!
 //! Actions go through [`Barrier::action`] (or [`Barrier::action_in`]), undos through
 //! [`Barrier::compensate`] (or [`Barrier::compensate_in`]).
@@ -64,7 +64,7 @@
 //!
 //! An in-process step converts the outcome and the error with `?` and `.into()`: an
 //! [`ActionOutcome`] into `Result<T, StepError>` ([`ActionOutcome::Cancelled`] is a business
-//! failure with [`CANCELLED_REASON`]), an [`UndoOutcome`] into `Result<(), Retry>`, and a
+//! failure with [`CANCELLED_REASON`]), an [`CompensationOutcome`] into `Result<(), Retry>`, and a
 //! [`BarrierError`] into a [`StepError`] or a [`Retry`]:
 //!
 //! ```
@@ -130,7 +130,7 @@
 //! # #[cfg(feature = "sqlite")]
 //! # mod example {
 //! use saga_core::Op;
-//! use saga_core::barrier::{self, ActionOutcome, Barrier, UndoOutcome};
+//! use saga_core::barrier::{self, ActionOutcome, Barrier, CompensationOutcome};
 //! use sqlx::SqlitePool;
 //!
 //! /// Deducts stock once per saga, however often the coordinator calls, and answers with the
@@ -169,7 +169,7 @@
 //!     gid: &str,
 //!     product_id: i64,
 //!     count: i64,
-//! ) -> Result<UndoOutcome<()>, Box<dyn std::error::Error>> {
+//! ) -> Result<CompensationOutcome<()>, Box<dyn std::error::Error>> {
 //!     let mut barrier = Barrier::new(gid, "stock_deduct", Op::Compensate)?;
 //!     let outcome = barrier
 //!         .compensate(pool, move |conn| {
@@ -213,14 +213,14 @@
 //!     assert_eq!(stock(&pool).await, 90);
 //!
 //!     // Its undo, delivered twice: added back once.
-//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, UndoOutcome::Ran(()));
-//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, UndoOutcome::Duplicate);
+//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, CompensationOutcome::Ran(()));
+//!     assert_eq!(stock_deduct_revert(&pool, "order-1", 1, 3).await?, CompensationOutcome::Duplicate);
 //!     assert_eq!(stock(&pool).await, 93);
 //!
 //!     // An undo whose action never arrived changes nothing, and the late action is refused.
 //!     assert_eq!(
 //!         stock_deduct_revert(&pool, "order-2", 1, 5).await?,
-//!         UndoOutcome::NullCompensation
+//!         CompensationOutcome::NullCompensation
 //!     );
 //!     assert_eq!(stock_deduct(&pool, "order-2", 1, 5).await?, ActionOutcome::Cancelled);
 //!     assert_eq!(stock(&pool).await, 93);
@@ -315,7 +315,7 @@ impl<T> From<ActionOutcome<T>> for Result<T, StepError> {
 /// What a barrier call of an undo did ([`Barrier::compensate`], [`Barrier::compensate_in`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
-pub enum UndoOutcome<T> {
+pub enum CompensationOutcome<T> {
     /// The business code ran and its transaction committed, with this result.
     Ran(T),
     /// The undo already ran (or was a null compensation) for this saga: the business code was
@@ -326,20 +326,20 @@ pub enum UndoOutcome<T> {
     NullCompensation,
 }
 
-impl<T> UndoOutcome<T> {
+impl<T> CompensationOutcome<T> {
     /// The outcome's label in metrics and logs: `ran`, `duplicate` or `null_compensation`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            UndoOutcome::Ran(_) => "ran",
-            UndoOutcome::Duplicate => "duplicate",
-            UndoOutcome::NullCompensation => "null_compensation",
+            CompensationOutcome::Ran(_) => "ran",
+            CompensationOutcome::Duplicate => "duplicate",
+            CompensationOutcome::NullCompensation => "null_compensation",
         }
     }
 }
 
 /// Every outcome of an undo is a success: the step is compensated.
-impl<T> From<UndoOutcome<T>> for Result<(), Retry> {
-    fn from(_: UndoOutcome<T>) -> Self {
+impl<T> From<CompensationOutcome<T>> for Result<(), Retry> {
+    fn from(_: CompensationOutcome<T>) -> Self {
         Ok(())
     }
 }
@@ -608,7 +608,7 @@ impl Barrier {
         &mut self,
         pool: &Pool<DB>,
         business: F,
-    ) -> Result<UndoOutcome<T>, BarrierError<E>>
+    ) -> Result<CompensationOutcome<T>, BarrierError<E>>
     where
         DB: BarrierDatabase,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
@@ -643,7 +643,7 @@ impl Barrier {
         &mut self,
         conn: &mut DB::Connection,
         business: F,
-    ) -> Result<UndoOutcome<T>, BarrierError<E>>
+    ) -> Result<CompensationOutcome<T>, BarrierError<E>>
     where
         DB: BarrierDatabase,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BusinessFuture<'c, T, E>,
@@ -872,7 +872,7 @@ impl<T: Serialize + DeserializeOwned> Outcome for ActionOutcome<T> {
     }
 }
 
-impl<T> Outcome for UndoOutcome<T> {
+impl<T> Outcome for CompensationOutcome<T> {
     type Value = T;
     const OP: Op = Op::Compensate;
 
@@ -888,9 +888,9 @@ impl<T> Outcome for UndoOutcome<T> {
         let inserted =
             DB::insert_if_absent(&mut *conn, key, Op::Compensate, Op::Compensate, now_ms).await?;
         Ok(if null_compensation {
-            Some(UndoOutcome::NullCompensation)
+            Some(CompensationOutcome::NullCompensation)
         } else if !inserted {
-            Some(UndoOutcome::Duplicate)
+            Some(CompensationOutcome::Duplicate)
         } else {
             None
         })
@@ -901,7 +901,7 @@ impl<T> Outcome for UndoOutcome<T> {
     }
 
     fn ran(value: T) -> Self {
-        UndoOutcome::Ran(value)
+        CompensationOutcome::Ran(value)
     }
 
     fn label(&self) -> &'static str {
@@ -1033,9 +1033,9 @@ mod tests {
             Err(StepError::failure(CANCELLED_REASON))
         );
         for undo in [
-            UndoOutcome::Ran(()),
-            UndoOutcome::Duplicate,
-            UndoOutcome::NullCompensation,
+            CompensationOutcome::Ran(()),
+            CompensationOutcome::Duplicate,
+            CompensationOutcome::NullCompensation,
         ] {
             assert_eq!(Result::<(), Retry>::from(undo), Ok(()));
         }

@@ -152,12 +152,7 @@ impl Engine {
             let _ = tx.send(Control::Stop);
         }
         tokio::time::sleep(SHUTDOWN_SETTLE).await;
-        if let Err(e) = self
-            .inner
-            .store
-            .release_all(&self.inner.engine_id)
-            .await
-        {
+        if let Err(e) = self.inner.store.release_all(&self.inner.engine_id).await {
             tracing::warn!(error = %e, "could not release leases at shutdown");
         }
     }

@@ -27,8 +27,8 @@ mod writer;
 #[cfg(all(test, feature = "sqlite", feature = "postgres"))]
 mod tests;
 
-use backend::{Backend, Claim, SqlBackend};
 pub(crate) use backend::IdHold;
+use backend::{Backend, Claim, SqlBackend};
 use batch::{WriteOp, WriteOutcome};
 pub use record::{AttemptOutcome, AttemptRecord, InstanceRecord, SagaSummary};
 pub(crate) use record::{Inserted, NewInstance, TransitionWrite};
