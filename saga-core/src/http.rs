@@ -63,7 +63,7 @@
 //!
 //! Layers around such handlers act on both sides of the commit without touching them: a
 //! [`BeforeCommit`] request extension runs inside the barrier's transaction just before its
-//! commit, and a reply made from an [`ActionOutcome`] or an [`CompensationOutcome`] carries a
+//! commit, and a reply made from an [`ActionOutcome`] or a [`CompensationOutcome`] carries a
 //! [`Committed`] response extension once the transaction has committed.
 //!
 //! - Coordinator side: [`StepClient`] sends the headers and maps the reply to a step result.
@@ -275,7 +275,7 @@ impl fmt::Debug for BeforeCommit {
     }
 }
 
-/// A response extension on every reply made from an [`ActionOutcome`] or an [`CompensationOutcome`]: the
+/// A response extension on every reply made from an [`ActionOutcome`] or a [`CompensationOutcome`]: the
 /// barrier's local transaction has committed, with this outcome. Replies of a failed call (a business error, a
 /// database error) carry none. A layer reads it to act after the commit, before the reply
 /// leaves.

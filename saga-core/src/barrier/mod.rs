@@ -64,7 +64,7 @@
 //!
 //! An in-process step converts the outcome and the error with `?` and `.into()`: an
 //! [`ActionOutcome`] into `Result<T, StepError>` ([`ActionOutcome::Cancelled`] is a business
-//! failure with [`CANCELLED_REASON`]), an [`CompensationOutcome`] into `Result<(), Retry>`, and a
+//! failure with [`CANCELLED_REASON`]), a [`CompensationOutcome`] into `Result<(), Retry>`, and a
 //! [`BarrierError`] into a [`StepError`] or a [`Retry`]:
 //!
 //! ```
