@@ -246,9 +246,10 @@ impl SagaDefinition {
 
     /// A stable hash of the saga's name, version, and each step's name, kind, position,
     /// dependencies and output type (when it is not `()`, so that sagas whose steps have no
-    /// output keep the fingerprint they had before output types took part). Stored with every instance; an engine refuses to drive an instance whose
-    /// fingerprint it does not know. Timeouts and retry policy are deliberately left out: they
-    /// may be tuned without orphaning running instances.
+    /// output keep the fingerprint they had before output types took part). Stored with every
+    /// instance; an engine refuses to drive an instance whose fingerprint it does not know.
+    /// Timeouts, retry policy and reads are deliberately left out: they may be changed without
+    /// orphaning running instances.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"saga-definition/1\n");

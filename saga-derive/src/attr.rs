@@ -291,7 +291,8 @@ fn parse_step(cx: &Ctxt, attr: &Attribute, out: &mut StepAttrs<'_>) -> syn::Resu
     if let Meta::Path(_) = attr.meta {
         return Err(syn::Error::new_spanned(
             attr,
-            "expected `#[step(...)]` with `name = \"...\"`, `after(A, B)`, `reads(A, B)`, `timeout_ms = N` or `retry(...)`",
+            "expected `#[step(...)]` with `name = \"...\"`, `after(A, B)`, `reads(A, B)`, \
+             `timeout_ms = N` or `retry(...)`",
         ));
     }
     attr.parse_nested_meta(|meta| {

@@ -6,16 +6,16 @@
 //! all three into non-events, inside the participant's own local transaction, and answers a
 //! repeated action with the reply of its first call:
 //!
-//! | call                           | business code           | outcome                                         |
-//! |--------------------------------|-------------------------|-------------------------------------------------|
-//! | first action                   | runs; its reply stored  | [`ActionOutcome::Ran`]`(reply)`                 |
-//! | repeated action                | skipped                 | [`ActionOutcome::Duplicate`]`(first reply)`     |
-//! | action arriving after its undo | skipped                 | [`ActionOutcome::Cancelled`]                    |
-//! | first undo after the action    | runs                    | [`CompensationOutcome::Ran`]`(value)`                   |
-//! | repeated undo                  | skipped                 | [`CompensationOutcome::Duplicate`]                      |
-//! | undo with no action before it  | skipped                 | [`CompensationOutcome::NullCompensation`]               |
+//! | call                                   | business code          | outcome                                   |
+//! |----------------------------------------|------------------------|-------------------------------------------|
+//! | first action                           | runs; its reply stored | [`ActionOutcome::Ran`]`(reply)`           |
+//! | repeated action                        | skipped                | [`ActionOutcome::Duplicate`]`(first reply)` |
+//! | action arriving after its compensation | skipped                | [`ActionOutcome::Cancelled`]              |
+//! | first compensation after the action    | runs                   | [`CompensationOutcome::Ran`]`(value)`     |
+//! | repeated compensation                  | skipped                | [`CompensationOutcome::Duplicate`]        |
+//! | compensation with no action before it  | skipped                | [`CompensationOutcome::NullCompensation`] |
 //!
-//! Actions go through [`Barrier::action`] (or [`Barrier::action_in`]), undos through
+//! Actions go through [`Barrier::action`] (or [`Barrier::action_in`]), compensations through
 //! [`Barrier::compensate`] (or [`Barrier::compensate_in`]).
 //!
 //! # How
