@@ -123,6 +123,7 @@ fn saga_json(v: &SagaView) -> Value {
             "attempts": s.attempts,
             "compensate_attempts": s.compensate_attempts,
             "last_error": s.last_error,
+            "output": s.output,
         })).collect::<Vec<_>>(),
         "created_at": timestamp(v.created_at),
         "updated_at": timestamp(v.updated_at),
