@@ -21,6 +21,8 @@ use axum::response::Response;
 use saga_core::Op;
 use saga_core::http::{BeforeCommit, Committed, error_response};
 
+use crate::saga::{PayOrder, SubmitOrder};
+
 /// A place where a fault can fire: one participant endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Point {
@@ -48,61 +50,66 @@ pub enum Point {
 
 impl Point {
     /// Every point with its spec name and the step call its endpoint serves: the step's
-    /// persisted name (`Saga-Branch`) and the op (`Saga-Op`).
+    /// persisted name (`Saga-Branch`, named through the saga types) and the op (`Saga-Op`).
     pub const ALL: [(Point, &'static str, &'static str, Op); 10] = [
         (
             Point::OrderCreate,
             "order.create",
-            "order_create",
+            SubmitOrder::ORDER_CREATE,
             Op::Action,
         ),
         (
             Point::OrderCreateRevert,
             "order.create_revert",
-            "order_create",
+            SubmitOrder::ORDER_CREATE,
             Op::Compensate,
         ),
         (
             Point::StockDeduct,
             "stock.deduct",
-            "stock_deduct",
+            SubmitOrder::STOCK_DEDUCT,
             Op::Action,
         ),
         (
             Point::StockDeductRevert,
             "stock.deduct_revert",
-            "stock_deduct",
+            SubmitOrder::STOCK_DEDUCT,
             Op::Compensate,
         ),
-        (Point::CouponUse, "coupon.use", "coupon_use", Op::Action),
+        (
+            Point::CouponUse,
+            "coupon.use",
+            SubmitOrder::COUPON_USE,
+            Op::Action,
+        ),
         (
             Point::CouponUseRevert,
             "coupon.use_revert",
-            "coupon_use",
+            SubmitOrder::COUPON_USE,
             Op::Compensate,
         ),
         (
             Point::PaymentCreate,
             "payment.create",
-            "pay_create",
+            SubmitOrder::PAY_CREATE,
             Op::Action,
         ),
         (
             Point::PaymentCreateRevert,
             "payment.create_revert",
-            "pay_create",
+            SubmitOrder::PAY_CREATE,
             Op::Compensate,
         ),
         (
             Point::PaymentCapture,
             "payment.capture",
-            "payment_capture",
+            PayOrder::PAYMENT_CAPTURE,
             Op::Action,
         ),
         (
             Point::OrderMarkPaid,
             "order.mark_paid",
-            "order_mark_paid",
+            PayOrder::ORDER_MARK_PAID,
             Op::Action,
         ),
     ];
