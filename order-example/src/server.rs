@@ -12,7 +12,7 @@ use saga_core::engine::{Engine, EngineConfig};
 use crate::api::{self, Api};
 use crate::db::Location;
 use crate::faults::{Fault, Faults};
-use crate::saga::{HttpSteps, PayOrder, SubmitOrder};
+use crate::saga::{HttpSteps, PayOrder, PayOrderV1, SubmitOrder, SubmitOrderV1};
 use crate::services::{self, Services};
 
 /// Arguments of `serve`.
@@ -134,7 +134,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let engine = Engine::builder(store)
         .config(config)
         .register::<SubmitOrder, _>(steps.clone())
-        .register::<PayOrder, _>(steps)
+        .register::<PayOrder, _>(steps.clone())
+        // The previous release's definitions, so that its sagas in flight finish on them.
+        .register::<SubmitOrderV1, _>(steps.clone())
+        .register::<PayOrderV1, _>(steps)
         .build()
         .await
         .context("starting the saga engine")?;

@@ -9,6 +9,7 @@ pub mod engine;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod machine;
+pub mod snapshot;
 pub mod step;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod store;
@@ -19,7 +20,7 @@ pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinit
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineError, MAX_GID_LEN, SagaView, StepView, Submitted,
-    Waited,
+    UnknownDefinition, Waited,
 };
 pub use machine::{SagaStatus, StepStatus};
 pub use step::{

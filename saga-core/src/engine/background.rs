@@ -59,11 +59,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts the poller, the lease renewal and the retention task; each stops at shutdown.
+    /// Starts the poller, the lease renewal, the retention task and the scan for sagas of
+    /// unknown definitions; each stops at shutdown.
     pub(super) fn start_background_tasks(&self) {
         tokio::spawn(self.clone().poll_loop());
         tokio::spawn(self.clone().renew_loop());
         tokio::spawn(self.clone().retention_loop());
+        tokio::spawn(self.clone().unknown_loop());
     }
 
     /// Loads a saga this engine has just claimed and drives it. A saga of an unknown definition

@@ -216,7 +216,13 @@ impl EngineBuilder {
                     problem,
                 })?;
             by_fingerprint.insert(saga.fingerprint().to_string(), saga.clone());
-            by_name.insert(def.name.to_string(), saga);
+            // A submit by name uses the newest registered version; older ones drain.
+            let newer = by_name
+                .get(def.name)
+                .is_none_or(|known: &Arc<dyn ErasedSaga>| known.definition().version < def.version);
+            if newer {
+                by_name.insert(def.name.to_string(), saga);
+            }
         }
         let id = id::resolve(self.config.engine_id.as_deref(), &self.store).await?;
         let mut config = self.config;

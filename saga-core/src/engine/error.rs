@@ -36,6 +36,17 @@ pub enum EngineError {
     /// The saga type was not registered with this engine.
     #[error("saga `{0}` is not registered with this engine")]
     NotRegistered(String),
+    /// The saga type is registered, but a newer version of the saga is too: new sagas start
+    /// on the newest version, older ones only drain.
+    #[error("saga `{saga}` version {version} is superseded by version {newest}; submit the newest")]
+    Superseded {
+        /// The saga name.
+        saga: String,
+        /// The version submitted.
+        version: u32,
+        /// The newest registered version.
+        newest: u32,
+    },
     /// The input does not encode as JSON, or its JSON does not decode back as the saga's input
     /// type (its `Serialize` and `Deserialize` disagree).
     #[error("the saga input does not round-trip through JSON: {0}")]

@@ -57,6 +57,7 @@ mod id;
 mod operator;
 mod registry;
 mod submit;
+mod versions;
 mod view;
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ use crate::store::{IdHold, InstanceRecord, Store, now_ms};
 pub use config::{EngineBuilder, EngineConfig};
 pub use error::EngineError;
 pub use submit::{MAX_GID_LEN, Submitted, Waited};
+pub use versions::UnknownDefinition;
 pub use view::{SagaView, StepView};
 
 use driver::Control;
@@ -95,7 +97,7 @@ pub(crate) struct Inner {
     _id_hold: Option<IdHold>,
     /// The registered sagas by definition fingerprint: what a stored saga is driven with.
     by_fingerprint: HashMap<String, Arc<dyn ErasedSaga>>,
-    /// The registered sagas by name: what a submit looks up.
+    /// The newest registered version of each saga, by name: what a submit creates.
     by_name: HashMap<String, Arc<dyn ErasedSaga>>,
     /// The driver of each saga driven in this process, by gid.
     drivers: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,

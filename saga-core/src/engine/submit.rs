@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::registry::ErasedSaga;
 use super::{Engine, EngineError, Inner, SagaView, driver};
 use crate::machine::{self, Event, SagaState, SagaStatus};
 use crate::step::Saga;
@@ -108,13 +109,7 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         let def = S::definition();
-        let saga = self
-            .inner
-            .by_name
-            .get(def.name)
-            .filter(|s| s.fingerprint() == def.fingerprint())
-            .cloned()
-            .ok_or_else(|| EngineError::NotRegistered(def.name.to_string()))?;
+        let saga = self.registered::<S>()?;
         let input_json = serde_json::to_value(input).map_err(EngineError::Input)?;
         let now = now_ms();
         // Take the first transition before the insert, so the first calls are counted in the
@@ -190,6 +185,28 @@ impl Engine {
                     reason: existing.state.reason,
                 })
             }
+        }
+    }
+
+    /// The registered saga a submit of `S` creates: `S` itself, if it is registered and is the
+    /// newest registered version of its name.
+    fn registered<S: Saga>(&self) -> Result<Arc<dyn ErasedSaga>, EngineError> {
+        let def = S::definition();
+        let newest = self
+            .inner
+            .by_name
+            .get(def.name)
+            .ok_or_else(|| EngineError::NotRegistered(def.name.to_string()))?;
+        if newest.fingerprint() == def.fingerprint() {
+            return Ok(newest.clone());
+        }
+        match self.inner.by_fingerprint.get(&def.fingerprint()) {
+            Some(_) => Err(EngineError::Superseded {
+                saga: def.name.to_string(),
+                version: def.version,
+                newest: newest.definition().version,
+            }),
+            None => Err(EngineError::NotRegistered(def.name.to_string())),
         }
     }
 

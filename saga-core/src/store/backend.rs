@@ -13,6 +13,9 @@ use super::record::{AttemptOutcome, AttemptRecord, InstanceRecord, SagaSummary};
 use crate::machine::{Phase, SagaState, SagaStatus, StepState, StepStatus};
 use crate::step::{BoxFuture, Op};
 
+/// A row of `unknown_definitions.sql`: `(gid, saga, fingerprint)`.
+pub(crate) type UnknownRow = (String, String, String);
+
 /// The statements of one dialect, one per store operation.
 pub(crate) struct Statements {
     /// One batch of the group-commit writer, reading five JSON arrays (see `BatchPlan`) and
@@ -28,6 +31,8 @@ pub(crate) struct Statements {
     pub list_status: &'static str,
     /// Instances by status.
     pub count_by_status: &'static str,
+    /// Unfinished, unleased instances of unknown definitions; binds fingerprints, now, limit.
+    pub unknown_definitions: &'static str,
     /// Claims due instances; binds owner, lease end, now, limit, fingerprints.
     pub claim_due: &'static str,
     /// Takes back an owner's unfinished instances; binds owner, lease end, fingerprints.
@@ -57,6 +62,7 @@ macro_rules! statements {
             list_all: include_str!("list_all.sql"),
             list_status: include_str!("list_status.sql"),
             count_by_status: include_str!("count_by_status.sql"),
+            unknown_definitions: include_str!("unknown_definitions.sql"),
             claim_due: include_str!("claim_due.sql"),
             claim_own: include_str!("claim_own.sql"),
             claim_one: include_str!("claim_one.sql"),
@@ -152,6 +158,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
     /// Instances by status.
     fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(SagaStatus, i64)>, StoreError>>;
+
+    /// Up to `limit` unfinished instances no engine holds whose fingerprint is not among
+    /// `fingerprints` (a JSON array), as `(gid, saga, fingerprint)`.
+    fn unknown_definitions<'a>(
+        &'a self,
+        fingerprints: &'a str,
+        now: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<UnknownRow>, StoreError>>;
     /// Claims due instances of the given fingerprints (a JSON array); returns their gids.
     fn claim_due<'a>(
         &'a self,
@@ -305,6 +320,24 @@ where
             };
             let rows = query.bind(i64::from(limit)).fetch_all(&self.read).await?;
             rows.into_iter().map(SummaryRow::summary).collect()
+        })
+    }
+
+    fn unknown_definitions<'a>(
+        &'a self,
+        fingerprints: &'a str,
+        now: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<(String, String, String)>, StoreError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_as::<D, (String, String, String)>(D::SQL.unknown_definitions)
+                    .bind(fingerprints)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.read)
+                    .await?,
+            )
         })
     }
 
@@ -563,6 +596,7 @@ impl AttemptRow {
 struct SummaryRow {
     gid: String,
     saga: String,
+    fingerprint: String,
     status: String,
     reason: Option<String>,
     created_at: i64,
@@ -575,6 +609,7 @@ impl SummaryRow {
             status: parse_status(&self.gid, &self.status)?,
             gid: self.gid,
             saga: self.saga,
+            fingerprint: self.fingerprint,
             reason: self.reason,
             created_at: self.created_at,
             updated_at: self.updated_at,

@@ -252,6 +252,19 @@ impl Store {
         self.backend.count_by_status().await
     }
 
+    /// Up to `limit` unfinished instances that no engine holds a lease on and whose fingerprint
+    /// is not among `fingerprints`, as `(gid, saga, fingerprint)`, by gid.
+    pub(crate) async fn unknown_definitions(
+        &self,
+        fingerprints: &[String],
+        limit: u32,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let fingerprints = json_array(fingerprints);
+        self.backend
+            .unknown_definitions(&fingerprints, now_ms(), limit)
+            .await
+    }
+
     /// Claims up to `limit` due instances whose lease is free or expired and whose definition
     /// fingerprint is one of `fingerprints` (instances of unknown definitions stay untouched):
     /// sets the owner and lease, bumps the fence. Returns their gids.

@@ -162,6 +162,8 @@ pub struct SagaSummary {
     pub gid: String,
     /// Saga name.
     pub saga: String,
+    /// The fingerprint of the definition it was submitted with.
+    pub fingerprint: String,
     /// Status.
     pub status: SagaStatus,
     /// Reason, if compensated or stuck.
