@@ -48,13 +48,30 @@ pub async fn list(
     let sagas: Vec<Value> = rows
         .iter()
         .map(|r| {
+            // An unfinished saga of a definition this release does not know waits for an
+            // engine that does (README, "Deploying a changed saga").
+            let not_driven =
+                (!r.status.is_terminal() && !api.engine.knows(&r.fingerprint)).then(|| {
+                    format!(
+                        "no engine of this release knows its definition {}",
+                        r.fingerprint
+                    )
+                });
             json!({
                 "gid": r.gid, "saga": r.saga, "status": r.status.as_str(), "reason": r.reason,
                 "created_at": timestamp(r.created_at), "updated_at": timestamp(r.updated_at),
+                "fingerprint": r.fingerprint, "not_driven": not_driven,
             })
         })
         .collect();
-    Ok(Json(json!({ "sagas": sagas })).into_response())
+    let unknown: Vec<Value> = api
+        .engine
+        .unknown_definitions()
+        .await?
+        .iter()
+        .map(|u| json!({ "saga": u.saga, "fingerprint": u.fingerprint, "instances": u.instances }))
+        .collect();
+    Ok(Json(json!({ "sagas": sagas, "unknown_definitions": unknown })).into_response())
 }
 
 /// `POST /api/sagas/{gid}/retry`: wakes the saga now; a stuck one gets a fresh attempt budget.
