@@ -117,9 +117,7 @@ impl SubmitOrderV1Steps for HttpSteps {
         input: &OrderRequest,
         _: Option<()>,
     ) -> Result<(), Retry> {
-        self.client
-            .compensate("/api/busi/orderCreateRevert", ctx, input)
-            .await
+        SubmitOrderSteps::order_create_revert(self, ctx, input, None).await
     }
 
     async fn stock_deduct(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {

@@ -27,28 +27,16 @@ mod worker {
     use saga_core::store::Store;
     use saga_core::store::sqlite::SqliteOptions;
     use saga_core::{
-        BoxFuture, Op, Retry, RetryOverride, Saga, SagaDefinition, SagaSteps, StepContext,
-        StepDefinition, StepError, StepKind,
+        BoxFuture, Op, Retry, Saga, SagaDefinition, SagaSteps, StepContext, StepDefinition,
+        StepError, StepKind,
     };
 
     const fn step(name: &'static str, kind: StepKind, after: &'static [usize]) -> StepDefinition {
-        StepDefinition {
-            name,
-            kind,
-            after,
-            compensation: match kind {
-                StepKind::Compensatable => Some("undo"),
-                _ => None,
-            },
-            output: "()",
-            reads: &[],
-            timeout_ms: None,
-            retry: RetryOverride {
-                max_attempts: None,
-                initial_ms: None,
-                max_ms: None,
-            },
-        }
+        let compensation = match kind {
+            StepKind::Compensatable => Some("undo"),
+            _ => None,
+        };
+        StepDefinition::new(name, kind, after, compensation)
     }
 
     static STEPS: [StepDefinition; 4] = [

@@ -76,6 +76,30 @@ pub struct StepDefinition {
 }
 
 impl StepDefinition {
+    /// A step written by hand: `compensation` names the undo of a compensatable step (`None`
+    /// for the other kinds); no output, no reads, the engine's timeout and retry policy.
+    pub const fn new(
+        name: &'static str,
+        kind: StepKind,
+        after: &'static [usize],
+        compensation: Option<&'static str>,
+    ) -> StepDefinition {
+        StepDefinition {
+            name,
+            kind,
+            after,
+            compensation,
+            output: "()",
+            reads: &[],
+            timeout_ms: None,
+            retry: RetryOverride {
+                max_attempts: None,
+                initial_ms: None,
+                max_ms: None,
+            },
+        }
+    }
+
     /// The per-attempt timeout, if the step sets one.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
@@ -310,22 +334,13 @@ mod tests {
     use super::*;
 
     const fn step(name: &'static str, kind: StepKind, after: &'static [usize]) -> StepDefinition {
+        let compensation = match kind {
+            StepKind::Compensatable => Some("undo"),
+            _ => None,
+        };
         StepDefinition {
-            name,
-            kind,
-            after,
-            compensation: match kind {
-                StepKind::Compensatable => Some("undo"),
-                _ => None,
-            },
             output: "u64",
-            reads: &[],
-            timeout_ms: None,
-            retry: RetryOverride {
-                max_attempts: None,
-                initial_ms: None,
-                max_ms: None,
-            },
+            ..StepDefinition::new(name, kind, after, compensation)
         }
     }
 

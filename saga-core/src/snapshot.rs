@@ -208,26 +208,14 @@ fn parse(text: &str) -> Result<(u32, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::definition::{RetryOverride, StepDefinition, StepKind};
+    use crate::definition::{StepDefinition, StepKind};
 
     const fn step(name: &'static str, kind: StepKind, after: &'static [usize]) -> StepDefinition {
-        StepDefinition {
-            name,
-            kind,
-            after,
-            compensation: match kind {
-                StepKind::Compensatable => Some("compensate"),
-                _ => None,
-            },
-            output: "()",
-            reads: &[],
-            timeout_ms: None,
-            retry: RetryOverride {
-                max_attempts: None,
-                initial_ms: None,
-                max_ms: None,
-            },
-        }
+        let compensation = match kind {
+            StepKind::Compensatable => Some("compensate"),
+            _ => None,
+        };
+        StepDefinition::new(name, kind, after, compensation)
     }
 
     static V1: [StepDefinition; 2] = [

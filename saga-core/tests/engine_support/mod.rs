@@ -17,8 +17,8 @@ use saga_core::barrier::{self, Barrier, BarrierDatabase, BarrierError, BusinessF
 use saga_core::step::RawActionResult;
 use saga_core::store::sqlite::SqliteOptions;
 use saga_core::{
-    BoxFuture, Engine, EngineConfig, Op, Retry, RetryOverride, Saga, SagaDefinition, SagaStatus,
-    SagaSteps, SagaView, StepContext, StepDefinition, StepError, StepKind, Store, Waited,
+    BoxFuture, Engine, EngineConfig, Op, Retry, Saga, SagaDefinition, SagaStatus, SagaSteps,
+    SagaView, StepContext, StepDefinition, StepError, StepKind, Store, Waited,
 };
 use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
@@ -374,23 +374,11 @@ pub fn assert_status(view: &SagaView, status: SagaStatus) {
 // ---------------------------------------------------------------------------------------------
 
 const fn step(name: &'static str, kind: StepKind, after: &'static [usize]) -> StepDefinition {
-    StepDefinition {
-        name,
-        kind,
-        after,
-        compensation: match kind {
-            StepKind::Compensatable => Some("undo"),
-            _ => None,
-        },
-        output: "()",
-        reads: &[],
-        timeout_ms: None,
-        retry: RetryOverride {
-            max_attempts: None,
-            initial_ms: None,
-            max_ms: None,
-        },
-    }
+    let compensation = match kind {
+        StepKind::Compensatable => Some("undo"),
+        _ => None,
+    };
+    StepDefinition::new(name, kind, after, compensation)
 }
 
 static LINEAR_STEPS: [StepDefinition; 4] = [
