@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArgumen
 
 use super::StoreError;
 use super::batch::BatchRow;
-use super::record::{AttemptOutcome, AttemptRecord, InstanceRecord, SagaSummary};
+use super::record::{AttemptOutcome, AttemptRecord, InstanceRecord, ListQuery, SagaSummary};
 use crate::machine::{Phase, SagaState, SagaStatus, StepState, StepStatus};
 use crate::step::{BoxFuture, Op};
 
@@ -29,6 +29,9 @@ pub(crate) struct Statements {
     pub list_all: &'static str,
     /// The newest instances of one status; binds the status and the limit.
     pub list_status: &'static str,
+    /// A page of the newest instances matching a [`ListQuery`]; binds status, saga name and
+    /// gid prefix (each `''` for any), the created_at and gid to start below, the limit.
+    pub list_page: &'static str,
     /// Instances by status.
     pub count_by_status: &'static str,
     /// Unfinished, unleased instances of unknown definitions; binds fingerprints, now, limit.
@@ -61,6 +64,7 @@ macro_rules! statements {
             attempts: include_str!("attempts.sql"),
             list_all: include_str!("list_all.sql"),
             list_status: include_str!("list_status.sql"),
+            list_page: include_str!("list_page.sql"),
             count_by_status: include_str!("count_by_status.sql"),
             unknown_definitions: include_str!("unknown_definitions.sql"),
             claim_due: include_str!("claim_due.sql"),
@@ -156,6 +160,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         status: Option<SagaStatus>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
+    /// A page of the newest instances matching `query`.
+    fn list_page<'a>(
+        &'a self,
+        query: &'a ListQuery,
+    ) -> BoxFuture<'a, Result<Vec<SagaSummary>, StoreError>>;
     /// Instances by status.
     fn count_by_status(&self) -> BoxFuture<'_, Result<Vec<(SagaStatus, i64)>, StoreError>>;
 
@@ -319,6 +328,28 @@ where
                 None => sqlx::query_as::<D, SummaryRow>(D::SQL.list_all),
             };
             let rows = query.bind(i64::from(limit)).fetch_all(&self.read).await?;
+            rows.into_iter().map(SummaryRow::summary).collect()
+        })
+    }
+
+    fn list_page<'a>(
+        &'a self,
+        query: &'a ListQuery,
+    ) -> BoxFuture<'a, Result<Vec<SagaSummary>, StoreError>> {
+        Box::pin(async move {
+            let (created_at, gid) = match &query.after {
+                Some(c) => (c.created_at, c.gid.as_str()),
+                None => (i64::MAX, ""),
+            };
+            let rows = sqlx::query_as::<D, SummaryRow>(D::SQL.list_page)
+                .bind(query.status.map_or("", SagaStatus::as_str))
+                .bind(query.saga.as_deref().unwrap_or(""))
+                .bind(query.gid_prefix.as_deref().unwrap_or(""))
+                .bind(created_at)
+                .bind(gid)
+                .bind(i64::from(query.limit))
+                .fetch_all(&self.read)
+                .await?;
             rows.into_iter().map(SummaryRow::summary).collect()
         })
     }
@@ -591,7 +622,7 @@ impl AttemptRow {
     }
 }
 
-/// A row of `list_all.sql` and `list_status.sql`.
+/// A row of `list_all.sql`, `list_status.sql` and `list_page.sql`.
 #[derive(FromRow)]
 struct SummaryRow {
     gid: String,

@@ -30,7 +30,9 @@ mod tests;
 pub(crate) use backend::IdHold;
 use backend::{Backend, Claim, SqlBackend};
 use batch::{WriteOp, WriteOutcome};
-pub use record::{AttemptOutcome, AttemptRecord, InstanceRecord, SagaSummary};
+pub use record::{
+    AttemptOutcome, AttemptRecord, InstanceRecord, ListCursor, ListQuery, SagaSummary,
+};
 pub(crate) use record::{Inserted, NewInstance, TransitionWrite};
 use writer::{Queue, WriterStats};
 
@@ -245,6 +247,13 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SagaSummary>, StoreError> {
         self.backend.list(status, limit).await
+    }
+
+    /// A page of the listing: the newest instances matching `query` (ties by gid, descending),
+    /// starting below its cursor. Hand the last row of a page to [`ListCursor::after`] for the
+    /// next one.
+    pub async fn list_page(&self, query: &ListQuery) -> Result<Vec<SagaSummary>, StoreError> {
+        self.backend.list_page(query).await
     }
 
     /// Counts instances by status.

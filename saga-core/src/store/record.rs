@@ -189,3 +189,53 @@ pub(crate) enum Inserted {
         fingerprint: String,
     },
 }
+
+/// Which instances a page of the listing holds ([`Store::list_page`](super::Store::list_page)):
+/// the newest that match every filter given, from below the cursor on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only instances of this status.
+    pub status: Option<SagaStatus>,
+    /// Only instances of the saga of this persisted name; an empty name matches any.
+    pub saga: Option<String>,
+    /// Only instances whose gid starts with this; an empty prefix matches any.
+    pub gid_prefix: Option<String>,
+    /// Only instances that come after this position in the listing's order; `None` starts with
+    /// the newest.
+    pub after: Option<ListCursor>,
+    /// Rows at most.
+    pub limit: u32,
+}
+
+impl ListQuery {
+    /// The first `limit` rows of the whole listing.
+    pub fn newest(limit: u32) -> Self {
+        ListQuery {
+            status: None,
+            saga: None,
+            gid_prefix: None,
+            after: None,
+            limit,
+        }
+    }
+}
+
+/// A position in the listing's order (newest first, ties by gid descending): the row a page
+/// ends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Creation time of the row (ms since epoch).
+    pub created_at: i64,
+    /// Its gid.
+    pub gid: String,
+}
+
+impl ListCursor {
+    /// The position just past `row`: the next page starts with the row listed after it.
+    pub fn after(row: &SagaSummary) -> Self {
+        ListCursor {
+            created_at: row.created_at,
+            gid: row.gid.clone(),
+        }
+    }
+}

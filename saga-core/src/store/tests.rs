@@ -72,6 +72,7 @@ on_both_dialects!(
     claims_take_due_work_once_and_bump_the_fence,
     own_leases_are_taken_back_renewed_and_released,
     cleanup_deletes_only_old_finished_instances,
+    pages_of_the_listing_filter_and_follow_the_cursor,
 );
 
 fn new_instance(gid: &str, fingerprint: &str, steps: &[&str]) -> NewInstance {
@@ -488,6 +489,73 @@ async fn cleanup_deletes_only_old_finished_instances(dialect: Dialect) {
     assert_eq!(listed, ["running"]);
     let counts = store.count_by_status().await.unwrap();
     assert_eq!(counts, [(SagaStatus::Running, 1)]);
+}
+
+async fn pages_of_the_listing_filter_and_follow_the_cursor(dialect: Dialect) {
+    let db = open(dialect).await;
+    let store = &db.store;
+    let base = now_ms() - 10_000;
+    // Two share a creation time, so the gid orders them; `a-%` and `a_1` hold LIKE's wildcards.
+    let rows = [
+        ("a-1", "orders", 0),
+        ("a-2", "orders", 1),
+        ("b-1", "payments", 1),
+        ("a-%", "orders", 2),
+        ("a_1", "payments", 3),
+    ];
+    for (gid, saga, age) in rows {
+        let new = NewInstance {
+            saga: saga.into(),
+            now: base + age,
+            ..new_instance(gid, saga, &["a"])
+        };
+        assert!(matches!(
+            store.insert(new).await.unwrap(),
+            Inserted::Created
+        ));
+    }
+    assert!(
+        store
+            .write(release("a-2", 1, SagaStatus::Stuck, base))
+            .await
+            .unwrap()
+    );
+    let gids = |page: Vec<SagaSummary>| page.into_iter().map(|s| s.gid).collect::<Vec<_>>();
+    let all = store.list_page(&ListQuery::newest(10)).await.unwrap();
+    assert_eq!(gids(all.clone()), ["a_1", "a-%", "b-1", "a-2", "a-1"]);
+
+    let mut query = ListQuery::newest(2);
+    let mut pages = Vec::new();
+    loop {
+        let page = store.list_page(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        query.after = Some(ListCursor::after(last));
+        pages.push(gids(page));
+    }
+    assert_eq!(pages, [vec!["a_1", "a-%"], vec!["b-1", "a-2"], vec!["a-1"]]);
+
+    let prefix = |p: &str| ListQuery {
+        gid_prefix: Some(p.into()),
+        ..ListQuery::newest(10)
+    };
+    let found = store.list_page(&prefix("a-")).await.unwrap();
+    assert_eq!(gids(found), ["a-%", "a-2", "a-1"]);
+    let found = store.list_page(&prefix("a_")).await.unwrap();
+    assert_eq!(gids(found), ["a_1"], "a prefix is literal, `_` included");
+    let found = store.list_page(&prefix("a-%")).await.unwrap();
+    assert_eq!(gids(found), ["a-%"]);
+
+    let query = ListQuery {
+        saga: Some("orders".into()),
+        status: Some(SagaStatus::Running),
+        ..ListQuery::newest(10)
+    };
+    assert_eq!(gids(store.list_page(&query).await.unwrap()), ["a-%", "a-1"]);
+    let query = ListQuery {
+        status: Some(SagaStatus::Stuck),
+        ..ListQuery::newest(10)
+    };
+    assert_eq!(gids(store.list_page(&query).await.unwrap()), ["a-2"]);
 }
 
 /// Holds an exclusive lock on `saga_instance` from another session for `hold`, so that the
