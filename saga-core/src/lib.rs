@@ -3,6 +3,8 @@
 
 #[cfg(feature = "runtime")]
 pub mod barrier;
+#[cfg(all(feature = "console", any(feature = "sqlite", feature = "postgres")))]
+pub mod console;
 pub mod definition;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod engine;

@@ -71,6 +71,8 @@ use crate::store::{IdHold, InstanceRecord, Store, now_ms};
 
 pub use config::{EngineBuilder, EngineConfig};
 pub use error::EngineError;
+#[cfg(feature = "console")]
+pub(crate) use submit::validate_gid;
 pub use submit::{MAX_GID_LEN, Submitted, Waited};
 pub use versions::UnknownDefinition;
 pub use view::{SagaView, StepView};

@@ -88,7 +88,8 @@ impl Engine {
         Ok(Some(self.view(record)))
     }
 
-    fn view(&self, record: InstanceRecord) -> SagaView {
+    /// The view of a stored saga.
+    pub(crate) fn view(&self, record: InstanceRecord) -> SagaView {
         let past_pivot = self
             .inner
             .by_fingerprint
@@ -127,6 +128,15 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<SagaSummary>, EngineError> {
         Ok(self.inner.store.list(status, limit).await?)
+    }
+
+    /// The registered definition of a stored saga, by its fingerprint; `None` when this engine
+    /// does not know it.
+    pub(crate) fn definition_of(&self, fingerprint: &str) -> Option<&'static SagaDefinition> {
+        self.inner
+            .by_fingerprint
+            .get(fingerprint)
+            .map(|s| s.definition())
     }
 
     /// The definitions registered with this engine.
