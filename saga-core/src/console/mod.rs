@@ -452,13 +452,16 @@ fn list_query(filter: &ListFilter) -> Result<ListQuery, String> {
     })
 }
 
+/// The sign-in form.
 #[derive(Deserialize)]
 struct SignInForm {
     token: String,
 }
 
+/// A form of a state change; a missing token is refused like a wrong one.
 #[derive(Deserialize)]
 struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
