@@ -349,7 +349,9 @@ pub(crate) fn listing(frame: &Frame, listing: &Listing) -> Markup {
             } @else {
                 table.sagas {
                     thead {
-                        tr { th { "Gid" } th { "Saga" } th { "Status" } th { "Reason" } th { "Created" } th { "Updated" } }
+                        tr {
+                            th { "Gid" } th { "Saga" } th { "Status" } th { "Reason" } th { "Created" } th { "Updated" }
+                        }
                     }
                     tbody {
                         @for row in listing.rows {
