@@ -8,13 +8,13 @@ use crate::definition::{SagaDefinition, StepKind};
 use crate::engine::StepView;
 use crate::machine::{SagaStatus, StepStatus};
 
-const BOX_WIDTH: usize = 190;
+const BOX_WIDTH: usize = 220;
 const BOX_HEIGHT: usize = 54;
 const COLUMN_GAP: usize = 64;
 const ROW_GAP: usize = 22;
 const MARGIN: usize = 12;
 /// Characters of a step name that fit in a box; longer ones are cut, the whole name in its title.
-const NAME_FIT: usize = 22;
+const NAME_FIT: usize = 26;
 /// Characters of an edge label shown; longer ones are cut, the whole type in its title.
 const LABEL_FIT: usize = 18;
 
@@ -242,7 +242,7 @@ mod tests {
             svg.contains("Vec&lt;u8&gt;") && !svg.contains("Vec<u8>"),
             "{svg}"
         );
-        assert!(svg.contains("a_step_with_a_rather_…"), "{svg}");
+        assert!(svg.contains("a_step_with_a_rather_long…"), "{svg}");
         assert!(svg.contains("url(#d1-arrow)"));
     }
 }

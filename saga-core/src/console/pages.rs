@@ -463,8 +463,8 @@ pub(crate) fn saga(frame: &Frame, p: &SagaPage) -> Markup {
                             td.number { (step.attempts) }
                             td.number { (step.compensate_attempts) }
                             td.error { @if let Some(e) = &step.last_error { (e) } }
-                            td.time { @if let Some(t) = calls.clone().map(|a| a.started_at).min() { (time(t)) } }
-                            td.time { @if let Some(t) = calls.map(|a| a.finished_at).max() { (time(t)) } }
+                            td.time { @if let Some(t) = calls.clone().map(|a| a.started_at).min() { (clock(t)) } }
+                            td.time { @if let Some(t) = calls.map(|a| a.finished_at).max() { (clock(t)) } }
                             td { @if let Some(o) = &step.output { code.json { (o) } } }
                         }
                     }
@@ -486,7 +486,7 @@ pub(crate) fn saga(frame: &Frame, p: &SagaPage) -> Markup {
                     tbody {
                         @for a in p.attempts {
                             tr class=(format!("outcome-{}", a.outcome.as_str())) {
-                                td.time { (time(a.started_at)) }
+                                td.time { (clock(a.started_at)) }
                                 td { code { (a.step) } }
                                 td { (a.op.as_str()) }
                                 td.number { (a.attempt) }
@@ -645,9 +645,23 @@ fn status_badge(status: SagaStatus) -> Markup {
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
-pub(crate) fn time(ms: i64) -> String {
+fn rfc3339(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A point in time, in full.
+fn time(ms: i64) -> Markup {
+    let full = rfc3339(ms);
+    html! { time datetime=(full) { (full) } }
+}
+
+/// A point in time as its time of day (UTC), the date in its title: for the tables of one
+/// saga, whose times are close together.
+fn clock(ms: i64) -> Markup {
+    let full = rfc3339(ms);
+    let of_day = full.get(11..23).unwrap_or(&full);
+    html! { time datetime=(full) title=(full) { (of_day) } }
 }
 
 fn duration(ms: i64) -> String {
