@@ -25,6 +25,10 @@ use sqlx::{
     SqliteConnection, SqlitePool, Transaction, Type,
 };
 
+/// The environment variable `serve` and `seed` read the PostgreSQL URL from when neither
+/// `--data-dir` nor `--database-url` is given.
+pub const DATABASE_URL_VAR: &str = "DATABASE_URL";
+
 /// Connections of a PostgreSQL pool (a service's or the engine's).
 const PG_POOL_SIZE: u32 = 16;
 
@@ -38,24 +42,33 @@ pub enum Location {
 }
 
 impl Location {
-    /// The location the two exclusive flags name; SQLite in `./data` when neither is given.
+    /// The location the two exclusive flags name; without either, the PostgreSQL URL in
+    /// [`DATABASE_URL_VAR`] when it is set, else SQLite in `./data`.
     pub fn from_flags(data_dir: Option<PathBuf>, url: Option<String>) -> anyhow::Result<Self> {
         match (data_dir, url) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("--data-dir and --database-url cannot be used together")
             }
             (_, Some(url)) => Ok(Location::Url(url)),
-            (dir, None) => Ok(Location::Dir(
-                dir.unwrap_or_else(|| PathBuf::from("./data")),
-            )),
+            (Some(dir), None) => Ok(Location::Dir(dir)),
+            (None, None) => match std::env::var(DATABASE_URL_VAR) {
+                Ok(url) if !url.is_empty() => Ok(Location::Url(url)),
+                _ => Ok(Location::Dir(PathBuf::from("./data"))),
+            },
         }
     }
 
-    /// The command-line flags that name this location (for a child `serve` or `seed`).
-    pub fn flags(&self) -> [String; 2] {
+    /// Names this location to a child `serve` or `seed`: `--data-dir DIR`, or the URL in the
+    /// child's [`DATABASE_URL_VAR`], which other users of the machine cannot read as they can
+    /// read a command line.
+    pub fn pass_to(&self, command: &mut tokio::process::Command) {
         match self {
-            Location::Dir(dir) => ["--data-dir".into(), dir.display().to_string()],
-            Location::Url(url) => ["--database-url".into(), url.clone()],
+            Location::Dir(dir) => {
+                command.arg("--data-dir").arg(dir);
+            }
+            Location::Url(url) => {
+                command.env(DATABASE_URL_VAR, url);
+            }
         }
     }
 

@@ -48,7 +48,8 @@ struct SeedArgs {
     /// Directory of the SQLite files (default ./data).
     #[arg(long, conflicts_with = "database_url")]
     data_dir: Option<PathBuf>,
-    /// PostgreSQL URL; every service gets its own schema.
+    /// PostgreSQL URL; every service gets its own schema. Without this flag and without
+    /// --data-dir, the URL in the environment variable DATABASE_URL, when it is set.
     #[arg(long)]
     database_url: Option<String>,
     /// Stock level of a product, `ID=N` (repeatable).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use saga_core::console::OperatorAuth;
 use saga_core::engine::{Engine, EngineConfig};
 
 use crate::api::{self, Api};
@@ -26,16 +27,24 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "database_url")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL instead of SQLite: each service in its own schema and pool. Several
-    /// `serve` processes may share one database.
+    /// `serve` processes may share one database. Without this flag and without --data-dir, the
+    /// URL in the environment variable DATABASE_URL when it is set: keep a URL with a password
+    /// there, off the command line, which other users of the machine can read.
     #[arg(long)]
     pub database_url: Option<String>,
     /// Lease owner name; default `{hostname}:{port}`, stable across restarts.
     #[arg(long)]
     pub instance_id: Option<String>,
-    /// Token for the operator actions (`Authorization: Bearer TOKEN`); without it they are
-    /// refused.
-    #[arg(long)]
-    pub admin_token: Option<String>,
+    /// Operator token: the operator actions need it (`Authorization: Bearer TOKEN`), and so
+    /// does signing in to the console at /console; without one both are refused. Also read
+    /// from --admin-token-file or, without either flag, from the environment variable
+    /// SAGA_ADMIN_TOKEN: prefer those, since other users of the machine can read a command
+    /// line.
+    #[arg(long, conflicts_with = "admin_token_file")]
+    pub admin_token: Option<Secret>,
+    /// File holding the operator token (leading and trailing whitespace ignored).
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
     /// Inject a fault: `<service>.<op>:<kind>[:<count>]`, kind one of error, fail,
     /// crash_before_commit, crash_after_commit, delay_ms=N (repeatable).
     #[arg(long = "fault")]
@@ -58,6 +67,62 @@ pub struct ServeArgs {
     /// Calls of an undo or a retriable step before the saga is parked as stuck.
     #[arg(long, default_value_t = 10)]
     pub max_attempts: u32,
+}
+
+/// The environment variable `serve` reads the operator token from when neither
+/// `--admin-token` nor `--admin-token-file` is given.
+pub const ADMIN_TOKEN_VAR: &str = "SAGA_ADMIN_TOKEN";
+
+/// A flag's value that is never printed: `Debug` shows `<secret>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl ServeArgs {
+    /// The operator token: `--admin-token`, else the content of `--admin-token-file`, else
+    /// [`ADMIN_TOKEN_VAR`] (unset or empty: none). An empty flag or file is an error, so is a
+    /// file that cannot be read.
+    pub fn operator_token(&self) -> anyhow::Result<Option<String>> {
+        let (token, from) = if let Some(token) = &self.admin_token {
+            (token.expose().to_string(), "--admin-token".to_string())
+        } else if let Some(path) = &self.admin_token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the operator token from {}", path.display()))?;
+            (text.trim().to_string(), path.display().to_string())
+        } else {
+            return match std::env::var(ADMIN_TOKEN_VAR) {
+                Ok(token) if !token.is_empty() => Ok(Some(token)),
+                Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    anyhow::bail!("{ADMIN_TOKEN_VAR} is not valid UTF-8")
+                }
+            };
+        };
+        if token.is_empty() {
+            anyhow::bail!("the operator token from {from} is empty");
+        }
+        Ok(Some(token))
+    }
 }
 
 /// Logs to stderr; `RUST_LOG` overrides `default`.
@@ -100,6 +165,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(|s| s.parse::<Fault>())
         .collect::<Result<_, _>>()?;
     let location = Location::from_flags(args.data_dir.clone(), args.database_url.clone())?;
+    let auth = OperatorAuth::new(args.operator_token()?).token_hint(
+        "the --admin-token of order-example serve (or its --admin-token-file, or SAGA_ADMIN_TOKEN)",
+    );
     let metrics = install_metrics();
     let services = Services::open(&location)
         .await
@@ -147,13 +215,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Api {
             engine: engine.clone(),
             services,
-            admin_token: args.admin_token.clone(),
+            auth,
             metrics,
         },
         participants,
     );
     println!("listening on http://{addr}");
     tracing::info!(%addr, instance = engine.engine_id(), "serving");
+    // The peer address limits failed console sign-ins per client.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

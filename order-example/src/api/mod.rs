@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use saga_core::console::{self, OperatorAuth};
 use saga_core::engine::{Engine, EngineError};
 use saga_core::machine::SagaStatus;
 use serde::de::DeserializeOwned;
@@ -36,15 +37,18 @@ pub struct Api {
     pub engine: Engine,
     /// The services' databases.
     pub services: Services,
-    /// Operator token; `None` refuses every operator action.
-    pub admin_token: Option<String>,
+    /// The operator token and its guards; without a token every operator action and the
+    /// console are refused.
+    pub auth: OperatorAuth,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// The API routes, with the participants' routes merged in, the body limit and JSON errors.
+/// The API routes, with the participants' routes merged in, the body limit and JSON errors,
+/// and the operator console at `/console`.
 pub fn router(api: Api, participants: Router) -> Router {
-    Router::new()
+    let console = console::router(api.engine.clone(), api.auth.clone());
+    let routes = Router::new()
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -70,7 +74,10 @@ pub fn router(api: Api, participants: Router) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    // The console answers its own errors (HTML for a browser, else JSON) within a smaller
+    // body limit, so it sits outside the API's layers.
+    Router::new().nest("/console", console).merge(routes)
 }
 
 /// An error reply: a status and a message, sent as `{"error": message}`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use saga_core::engine::SagaView;
 use saga_core::machine::SagaStatus;
@@ -105,20 +105,24 @@ pub async fn compensate(
         .into_response())
 }
 
-/// Operator actions need `--admin-token`: 403 when none is configured, 401 when the request's
-/// bearer token is missing or wrong.
+/// Operator actions need the operator token: 403 when none is configured or when a browser
+/// sent the request from another origin (a present, foreign `Origin` header), 401 when the
+/// request's bearer token is missing or wrong (compared in constant time).
 fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &api.admin_token else {
+    if !api.auth.is_enabled() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "operator actions are disabled: start serve with --admin-token",
         ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given != Some(token.as_str()) {
+    }
+    if !api.auth.origin_allowed(headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "operator actions are refused from another origin",
+        ));
+    }
+    if !api.auth.check_bearer(headers) {
+        tracing::warn!("operator action refused: missing or wrong operator token");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong operator token (Authorization: Bearer TOKEN)",

@@ -120,7 +120,8 @@ pub async fn seed(data: &DataSet, product: i64, stock: i64, coupons: &[i64]) -> 
     }
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mut cmd = Command::new(&exe);
-        cmd.arg("seed").args(data.location().flags());
+        cmd.arg("seed");
+        data.location().pass_to(&mut cmd);
         if i == 0 {
             cmd.arg("--stock").arg(format!("{product}={stock}"));
         }
@@ -161,10 +162,9 @@ impl Server {
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("creating the server log {}", log.display()))?;
         let mut cmd = Command::new(exe);
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(data.location().flags())
-            .stdin(Stdio::null())
+        cmd.arg("serve").args(["--listen", "127.0.0.1:0"]);
+        data.location().pass_to(&mut cmd);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true);
