@@ -1,13 +1,15 @@
 //! Black-box acceptance and fault harness for the `order-example` binary.
 //!
 //! Everything here drives the binary through the public contract of docs/contract.md only:
-//! its command line, its HTTP API and, for the multi-instance test, the engine's `saga_attempt`
-//! table read with `psql`. Nothing links against the order system itself.
+//! its command line, its HTTP API (the console through a real browser) and, for the
+//! multi-instance test, the engine's `saga_attempt` table read with `psql`. Nothing links
+//! against the order system itself.
 //!
 //! - [`binary`]: builds `order-example` once per test process and finds it.
 //! - [`server`]: [`Storage`] (a SQLite data directory or a PostgreSQL database), [`Server`]
 //!   (a running `serve` process: start, SIGKILL, restart) and [`ServerOptions`] (its flags).
 //! - [`api`]: [`Api`], a small blocking HTTP client for the contract's endpoints.
+//! - [`browser`]: [`Browser`], a headless Chromium driven over WebDriver, for the console.
 //! - [`order`]: [`Order`], the submitOrder body, and [`OrderMix`], a random order generator.
 //! - [`invariants`]: [`wait_all_terminal`] and [`check_invariants`], the five invariants of the
 //!   contract checked through HTTP.
@@ -30,6 +32,7 @@
 
 pub mod api;
 pub mod binary;
+pub mod browser;
 pub mod checks;
 pub mod invariants;
 pub mod load;
@@ -39,6 +42,7 @@ pub mod server;
 
 pub use api::{Api, Reply};
 pub use binary::order_example_binary;
+pub use browser::Browser;
 pub use checks::{Checks, is_rfc3339_utc_millis};
 pub use invariants::{
     InvariantSummary, Seeded, TERMINAL_STATUSES, check_invariants, describe_saga,

@@ -159,7 +159,16 @@ pub struct ServerOptions {
     pub max_attempts: Option<u64>,
     /// `--instance-id`; the harness picks a unique one when unset and keeps it across restarts.
     pub instance_id: Option<String>,
+    /// More flags, as they are, after all the others.
+    pub extra_args: Vec<String>,
+    /// Environment variables of the process, besides the test process's own (less the ones in
+    /// [`CLEARED_ENV`]).
+    pub env: Vec<(String, String)>,
 }
+
+/// Variables `serve` and `seed` read that a test process may have inherited: cleared for every
+/// process the harness starts, so that only what a test sets counts.
+pub const CLEARED_ENV: [&str; 2] = ["SAGA_ADMIN_TOKEN", "DATABASE_URL"];
 
 impl ServerOptions {
     /// No faults, binary defaults.
@@ -216,6 +225,18 @@ impl ServerOptions {
         self
     }
 
+    /// Adds flags after all the others (`.arg("--admin-token-file").arg(path)`).
+    pub fn arg(mut self, arg: impl Into<String>) -> ServerOptions {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable of the process.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> ServerOptions {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     fn args(&self) -> Vec<String> {
         let mut args = Vec::new();
         for spec in &self.faults {
@@ -240,6 +261,7 @@ impl ServerOptions {
                 args.push(value.to_string());
             }
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 }
@@ -497,6 +519,10 @@ impl Server {
             let stderr = File::create(self.log_path("stderr"))
                 .unwrap_or_else(|e| panic!("cannot create a log file: {e}"));
             let mut command = Command::new(order_example_binary());
+            for name in CLEARED_ENV {
+                command.env_remove(name);
+            }
+            command.envs(self.options.env.iter().map(|(k, v)| (k, v)));
             command
                 .args(self.command_args())
                 .env("RUST_BACKTRACE", "1")
@@ -600,8 +626,8 @@ type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 /// Spawns `command` so that it gets SIGKILL when the test process dies, however it dies (a
 /// test binary stopped by a signal runs no `Drop`). The parent-death signal fires when the
 /// spawning *thread* exits, so every server is spawned from one thread that lives as long as
-/// the process.
-fn spawn_tied(command: Command) -> io::Result<Child> {
+/// the process. The browser harness spawns chromedriver through it too.
+pub(crate) fn spawn_tied(command: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (requests, incoming) = mpsc::channel::<SpawnRequest>();
@@ -646,10 +672,24 @@ pub fn free_port() -> u16 {
 /// Runs `order-example ARGS` to completion and returns (exit status, stdout, stderr); for
 /// command-line checks that do not start a server.
 pub fn run_cli(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String, String) {
+    run_cli_with_env(args, &[], timeout)
+}
+
+/// [`run_cli`] with environment variables `env` set (and those of [`CLEARED_ENV`] cleared).
+pub fn run_cli_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (Option<ExitStatus>, String, String) {
     let dir = saga_testkit::temp_dir();
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
-    let mut child = Command::new(order_example_binary())
+    let mut command = Command::new(order_example_binary());
+    for name in CLEARED_ENV {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
         .stdout(File::create(&out_path).expect("create a log file"))
