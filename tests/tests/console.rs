@@ -214,6 +214,12 @@ fn an_operator_signs_in_retries_a_stuck_saga_and_compensates_a_running_one() {
     browser.click("header nav a[href='/console/definitions']");
     browser.wait_exists("section[data-saga='submit_order'] svg.diagram", WAIT);
     assert!(browser.exists("section[data-saga='pay_order'] svg.diagram g.kind-pivot"));
+    // The previous release's versions are registered too, to drain their sagas.
+    assert_eq!(browser.count("section[data-saga='submit_order']"), 2);
+    let first = browser
+        .text("section[data-saga='submit_order'] p.facts")
+        .unwrap_or_default();
+    assert!(first.contains("New sagas start on this version"), "{first}");
 
     // Signing out ends the session in this browser.
     browser.click("form.sign-out button");

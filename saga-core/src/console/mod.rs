@@ -63,7 +63,7 @@ pub use auth::{
     DEFAULT_SESSION_TTL, DEFAULT_SIGN_IN_FAILURES, DEFAULT_SIGN_IN_WINDOW, OperatorAuth,
 };
 use auth::{Session, SignInRefused};
-use pages::{Action, Frame, ListFilter, Listing, Offer, Outcome, SagaPage};
+use pages::{Action, Frame, ListFilter, Listing, Offer, Outcome, Registered, SagaPage};
 
 use crate::definition::{SagaDefinition, StepKind};
 use crate::engine::{Engine, EngineError, MAX_GID_LEN, validate_gid};
@@ -710,12 +710,35 @@ async fn act(
     Ok(Redirect::to(&to).into_response())
 }
 
-/// `GET /definitions`: every registered saga.
+/// `GET /definitions`: every registered saga, newest version first, and the sagas of
+/// definitions this engine does not know.
 async fn definitions(ctx: Ctx, State(console): State<Console>) -> Result<Response, Failure> {
     if ctx.session.is_none() {
         return Ok(Redirect::to(&ctx.frame().home()).into_response());
     }
-    let mut definitions = console.engine.definitions();
-    definitions.sort_by_key(|d| (d.name, d.version));
-    Ok(html(pages::definitions(&ctx.frame(), &definitions)))
+    let newest: Vec<String> = console
+        .engine
+        .definitions()
+        .iter()
+        .map(|d| d.fingerprint())
+        .collect();
+    let mut registered: Vec<Registered> = console
+        .engine
+        .registered_definitions()
+        .into_iter()
+        .map(|definition| Registered {
+            newest: newest.contains(&definition.fingerprint()),
+            definition,
+        })
+        .collect();
+    registered.sort_by_key(|r| (r.definition.name, std::cmp::Reverse(r.definition.version)));
+    let unknown = match console.engine.unknown_definitions().await {
+        Ok(unknown) => unknown,
+        Err(e) => return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    };
+    Ok(html(pages::definitions(
+        &ctx.frame(),
+        &registered,
+        &unknown,
+    )))
 }

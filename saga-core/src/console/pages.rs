@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::auth::Session;
 use super::diagram::{self, Tone};
 use crate::definition::SagaDefinition;
-use crate::engine::SagaView;
+use crate::engine::{SagaView, UnknownDefinition};
 use crate::machine::SagaStatus;
 use crate::store::{AttemptRecord, InstanceRecord, SagaSummary};
 
@@ -572,8 +572,21 @@ pub(crate) fn confirm(
     page(frame, title, Section::Sagas, false, body)
 }
 
-/// Every registered saga with its steps, fingerprint and diagram.
-pub(crate) fn definitions(frame: &Frame, definitions: &[&'static SagaDefinition]) -> Markup {
+/// A registered definition as the definitions page shows it.
+pub(crate) struct Registered {
+    /// The definition.
+    pub definition: &'static SagaDefinition,
+    /// Whether new sagas of its name start on it (the newest registered version).
+    pub newest: bool,
+}
+
+/// Every registered saga with its steps, fingerprint and diagram, then the sagas waiting for an
+/// engine that knows their definition.
+pub(crate) fn definitions(
+    frame: &Frame,
+    definitions: &[Registered],
+    unknown: &[UnknownDefinition],
+) -> Markup {
     let names = |def: &SagaDefinition, steps: &[usize]| -> String {
         steps
             .iter()
@@ -583,13 +596,20 @@ pub(crate) fn definitions(frame: &Frame, definitions: &[&'static SagaDefinition]
     };
     let body = html! {
         h1 { "Definitions" }
-        @for (n, def) in definitions.iter().enumerate() {
-            section.definition id=(format!("saga-{}", def.name)) data-saga=(def.name) {
-                h2 { (def.name) }
+        @for (n, registered) in definitions.iter().enumerate() {
+            @let def = registered.definition;
+            section.definition id=(format!("saga-{}-v{}", def.name, def.version)) data-saga=(def.name)
+                data-version=(def.version) {
+                h2 { (def.name) " " span.version { "version " (def.version) } }
                 p.facts {
-                    "Version " (def.version) " · fingerprint " code.fingerprint { (def.fingerprint()) } " · "
+                    @if registered.newest {
+                        "New sagas start on this version"
+                    } @else {
+                        "An older version: its sagas drain"
+                    }
+                    " · fingerprint " code.fingerprint { (def.fingerprint()) } " · "
                     a href=(frame.list_href(&ListFilter { saga: def.name.to_string(), ..ListFilter::default() })) {
-                        "its sagas"
+                        "the sagas of " (def.name)
                     }
                 }
                 div.diagram-frame { (diagram::svg(def, &[], &format!("def{n}"))) }
@@ -612,6 +632,32 @@ pub(crate) fn definitions(frame: &Frame, definitions: &[&'static SagaDefinition]
                                 td { code { (step.output) } }
                                 td { @if let Some(t) = step.timeout_ms { (t) " ms" } @else { "default" } }
                                 td { (retry(step.retry)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !unknown.is_empty() {
+            section #unknown-definitions {
+                h2 { "Sagas of definitions this engine does not know" }
+                p.hint {
+                    "They wait, untouched, for an engine that registers their definition: an older or newer release."
+                }
+                table {
+                    thead { tr { th { "Saga" } th { "Fingerprint" } th { "Waiting" } th { "First gids" } } }
+                    tbody {
+                        @for u in unknown {
+                            tr {
+                                td { (u.saga) }
+                                td { code.fingerprint { (u.fingerprint) } }
+                                td.number { (u.instances) }
+                                td {
+                                    @for (i, gid) in u.gids.iter().enumerate() {
+                                        @if i > 0 { ", " }
+                                        a href=(frame.saga_href(gid)) { code { (gid) } }
+                                    }
+                                }
                             }
                         }
                     }

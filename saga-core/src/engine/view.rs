@@ -132,11 +132,22 @@ impl Engine {
 
     /// The registered definition of a stored saga, by its fingerprint; `None` when this engine
     /// does not know it.
+    #[cfg(feature = "console")]
     pub(crate) fn definition_of(&self, fingerprint: &str) -> Option<&'static SagaDefinition> {
         self.inner
             .by_fingerprint
             .get(fingerprint)
             .map(|s| s.definition())
+    }
+
+    /// Every definition registered with this engine, older versions of a saga included.
+    #[cfg(feature = "console")]
+    pub(crate) fn registered_definitions(&self) -> Vec<&'static SagaDefinition> {
+        self.inner
+            .by_fingerprint
+            .values()
+            .map(|s| s.definition())
+            .collect()
     }
 
     /// The definitions registered with this engine.
