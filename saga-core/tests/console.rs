@@ -599,7 +599,7 @@ async fn actions_are_offered_only_where_the_engine_allows_them() {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.header(header::CONTENT_TYPE), "application/json");
-    let reply = Call::get("/console/sagas/note-running/undo")
+    let reply = Call::get("/console/sagas/note-running/pause")
         .cookie(&session)
         .send(&app)
         .await;
