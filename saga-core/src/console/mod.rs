@@ -382,7 +382,7 @@ async fn sagas(
     };
     let mut sagas: Vec<&'static str> = console
         .engine
-        .definitions()
+        .newest_definitions()
         .iter()
         .map(|d| d.name)
         .collect();
@@ -718,13 +718,13 @@ async fn definitions(ctx: Ctx, State(console): State<Console>) -> Result<Respons
     }
     let newest: Vec<String> = console
         .engine
-        .definitions()
+        .newest_definitions()
         .iter()
         .map(|d| d.fingerprint())
         .collect();
     let mut registered: Vec<Registered> = console
         .engine
-        .registered_definitions()
+        .definitions()
         .into_iter()
         .map(|definition| Registered {
             newest: newest.contains(&definition.fingerprint()),

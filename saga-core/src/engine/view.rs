@@ -141,8 +141,7 @@ impl Engine {
     }
 
     /// Every definition registered with this engine, older versions of a saga included.
-    #[cfg(feature = "console")]
-    pub(crate) fn registered_definitions(&self) -> Vec<&'static SagaDefinition> {
+    pub fn definitions(&self) -> Vec<&'static SagaDefinition> {
         self.inner
             .by_fingerprint
             .values()
@@ -150,8 +149,8 @@ impl Engine {
             .collect()
     }
 
-    /// The definitions registered with this engine.
-    pub fn definitions(&self) -> Vec<&'static SagaDefinition> {
+    /// The newest registered version of each saga: what a submit creates.
+    pub fn newest_definitions(&self) -> Vec<&'static SagaDefinition> {
         self.inner
             .by_name
             .values()
