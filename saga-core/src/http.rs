@@ -2,7 +2,9 @@
 //!
 //! The barrier identity travels in headers: [`SAGA_GID`], [`SAGA_BRANCH`] (the step's persisted
 //! name), [`SAGA_OP`] (`action` or `compensate`) and, optionally, [`SAGA_BARRIER`] (the number of
-//! the handler's first barrier call, default 1). Replies mean:
+//! the handler's first barrier call, default 1). A step call also carries [`TRACEPARENT`], the
+//! saga's W3C trace context ([`crate::trace`]), which the participant's barrier span continues.
+//! Replies mean:
 //!
 //! | reply                                   | meaning                                        |
 //! |-----------------------------------------|------------------------------------------------|
@@ -88,6 +90,7 @@ use crate::barrier::{
     CompensationOutcome, InvalidKey,
 };
 use crate::step::{Op, Retry, StepContext, StepError};
+use crate::trace::TraceParent;
 
 /// Header carrying the saga instance's gid.
 pub const SAGA_GID: HeaderName = HeaderName::from_static("saga-gid");
@@ -97,14 +100,17 @@ pub const SAGA_BRANCH: HeaderName = HeaderName::from_static("saga-branch");
 pub const SAGA_OP: HeaderName = HeaderName::from_static("saga-op");
 /// Optional header carrying the number of the handler's first barrier call (default 1).
 pub const SAGA_BARRIER: HeaderName = HeaderName::from_static("saga-barrier");
+/// The W3C trace context header: every step call sends the saga's trace in it (see
+/// [`crate::trace`]).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The barrier identity of a step call, read from the request headers.
 ///
 /// Rejects the request with 400 and `{"error": "..."}` naming the header when one is missing or
 /// invalid (see [`barrier::validate_gid`], [`barrier::validate_branch`]). The extractor also
 /// picks up a [`BeforeCommit`] hook that a layer attached to the request, for
-/// [`SagaHeaders::call`]. Two values are equal when they name the same call, whatever hook they
-/// carry.
+/// [`SagaHeaders::call`]. Two values are equal when they name the same call, whatever hook or
+/// trace context they carry.
 #[derive(Debug, Clone)]
 pub struct SagaHeaders {
     /// `Saga-Gid`: the saga instance's gid.
@@ -115,6 +121,9 @@ pub struct SagaHeaders {
     pub op: Op,
     /// `Saga-Barrier`: the number of the first barrier call, if sent.
     pub barrier: Option<u32>,
+    /// `traceparent`: the step call's W3C trace context, if sent and valid (an invalid one is
+    /// ignored, as W3C Trace Context asks, and the call is served all the same).
+    pub traceparent: Option<TraceParent>,
     before_commit: Option<BeforeCommit>,
 }
 
@@ -129,14 +138,16 @@ impl Eq for SagaHeaders {}
 
 impl SagaHeaders {
     /// The barrier for this call, numbered from `Saga-Barrier` (default 1); each of its calls
-    /// takes the next barrier id.
+    /// takes the next barrier id, and its span continues the call's `traceparent`.
     pub fn barrier(&self) -> Barrier {
-        Barrier::validated(
+        let mut barrier = Barrier::validated(
             self.gid.clone(),
             self.branch.clone(),
             self.op,
             self.barrier.unwrap_or(1),
-        )
+        );
+        barrier.continue_trace(self.traceparent);
+        barrier
     }
 
     /// Runs `business` inside this call's barrier on `pool` and answers with the outcome: the
@@ -224,11 +235,17 @@ impl SagaHeaders {
                 }
             },
         };
+        let traceparent = parts
+            .headers
+            .get(&TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| TraceParent::parse(v).ok());
         Ok(SagaHeaders {
             gid: gid.to_string(),
             branch: branch.to_string(),
             op,
             barrier,
+            traceparent,
             before_commit: parts.extensions.get::<BeforeCommit>().cloned(),
         })
     }
@@ -554,6 +571,9 @@ impl StepClient {
             .header(SAGA_BRANCH, ctx.step)
             .header(SAGA_OP, op.as_str())
             .json(body);
+        if let Some(parent) = &ctx.traceparent {
+            request = request.header(TRACEPARENT, parent.to_string());
+        }
         if let Some(timeout) = self.timeout {
             request = request.timeout(timeout);
         }

@@ -15,14 +15,15 @@ pub mod snapshot;
 pub mod step;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod store;
+pub mod trace;
 
 #[cfg(feature = "runtime")]
 pub use barrier::{ActionOutcome, Barrier, BarrierError, CompensationOutcome};
 pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinition, StepKind};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use engine::{
-    Engine, EngineBuilder, EngineConfig, EngineError, MAX_GID_LEN, SagaView, StepView, Submitted,
-    UnknownDefinition, Waited,
+    Engine, EngineBuilder, EngineConfig, EngineError, MAX_GID_LEN, SagaView, StepView,
+    SubmitOptions, Submitted, UnknownDefinition, Waited,
 };
 pub use machine::{SagaStatus, StepStatus};
 pub use step::{
@@ -30,6 +31,7 @@ pub use step::{
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{Store, StoreError};
+pub use trace::TraceParent;
 
 #[cfg(feature = "derive")]
 pub use saga_derive::Saga;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::definition::SagaDefinition;
+use crate::trace::TraceParent;
 
 /// A boxed, `Send` future, as returned by the type-erased step dispatch.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -141,6 +142,10 @@ pub struct StepContext {
     pub op: Op,
     /// 1 for the first call of this op, 2 for the first retry, and so on.
     pub attempt: u32,
+    /// The W3C trace context this call continues: the saga's trace, with this call's span as
+    /// the parent when spans are recorded (see [`crate::trace`]). `http::StepClient` (feature
+    /// `http`) sends it as the `traceparent` header. `None` only for a context made by hand.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl StepContext {

@@ -599,6 +599,7 @@ fn step_context(gid: &str, op: Op) -> StepContext {
         step: "stock_deduct",
         op,
         attempt: 1,
+        traceparent: None,
     }
 }
 

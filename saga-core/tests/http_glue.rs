@@ -34,6 +34,7 @@ fn ctx(gid: &str, step: &'static str, op: Op) -> StepContext {
         step,
         op,
         attempt: 1,
+        traceparent: None,
     }
 }
 

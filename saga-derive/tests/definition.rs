@@ -61,6 +61,7 @@ fn ctx(step: &'static str, op: Op) -> StepContext {
         step,
         op,
         attempt: 1,
+        traceparent: None,
     }
 }
 

@@ -124,6 +124,13 @@
 //! is `ran`, `duplicate`, `null_compensation`, `cancelled`, `business_error`, `database_error`,
 //! `reply_error` or `invalid_key`.
 //!
+//! # Tracing
+//!
+//! Every call is a `saga.barrier` span (level debug) with `gid`, `step` (the branch id), `op`,
+//! `barrier` (the barrier id) and `outcome` (the label above). A barrier made by
+//! [`Barrier::for_step`] or by `http::SagaHeaders` (feature `http`) continues the step
+//! call's trace ([`Barrier::continue_trace`]; see [`crate::trace`]).
+//!
 //! # Example: the stock deduction and its undo
 //!
 //! ```
@@ -243,8 +250,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::migrate::MigrateError;
 use sqlx::{Connection, Database, Pool, Transaction};
+use tracing::Instrument;
 
 use crate::step::{BoxFuture, Op, Retry, StepContext, StepError};
+use crate::trace::{self, TraceParent};
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -481,6 +490,7 @@ pub struct Barrier {
     op: Op,
     next: u32,
     before_commit: Option<Hook>,
+    traceparent: Option<TraceParent>,
 }
 
 impl fmt::Debug for Barrier {
@@ -491,6 +501,7 @@ impl fmt::Debug for Barrier {
             .field("op", &self.op)
             .field("next", &self.next)
             .field("before_commit", &self.before_commit.is_some())
+            .field("traceparent", &self.traceparent)
             .finish()
     }
 }
@@ -511,10 +522,12 @@ impl Barrier {
     }
 
     /// The barrier of an in-process step call: the gid, step name and op of `ctx`, numbered
-    /// from 1. Infallible: the engine accepts only valid gids, and step names are checked when
-    /// the saga is defined.
+    /// from 1, continuing the call's trace ([`StepContext::traceparent`]). Infallible: the
+    /// engine accepts only valid gids, and step names are checked when the saga is defined.
     pub fn for_step(ctx: &StepContext) -> Self {
-        Barrier::validated(ctx.gid.clone(), ctx.step.to_string(), ctx.op, 1)
+        let mut barrier = Barrier::validated(ctx.gid.clone(), ctx.step.to_string(), ctx.op, 1);
+        barrier.traceparent = ctx.traceparent;
+        barrier
     }
 
     /// A barrier from parts the caller has already validated.
@@ -525,6 +538,7 @@ impl Barrier {
             op,
             next: first.max(1),
             before_commit: None,
+            traceparent: None,
         }
     }
 
@@ -574,6 +588,19 @@ impl Barrier {
     pub fn before_commit(&mut self, hook: impl FnOnce(&'static str) + Send + 'static) -> &mut Self {
         self.before_commit = Some(Box::new(hook));
         self
+    }
+
+    /// Makes the span of each call (`saga.barrier`, see [`crate::trace`]) continue `parent`,
+    /// the trace context of the step call (its `traceparent` header), unless the current span
+    /// is in that trace already. `None` leaves the span to its contextual parent.
+    pub fn continue_trace(&mut self, parent: Option<TraceParent>) -> &mut Self {
+        self.traceparent = parent;
+        self
+    }
+
+    /// The trace context the calls' spans continue, if any.
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        self.traceparent
     }
 
     /// Opens a transaction on `pool` (`BEGIN IMMEDIATE` on SQLite), passes the barrier, runs
@@ -675,6 +702,18 @@ impl Barrier {
         }
         let barrier_id = self.take_barrier_id();
         let key = self.key_of(barrier_id);
+        let span = tracing::debug_span!(
+            "saga.barrier",
+            gid = %key.gid,
+            step = %key.branch,
+            op = key.op.as_str(),
+            barrier = %key.barrier_id,
+            outcome = tracing::field::Empty,
+            otel.kind = "server",
+        );
+        if let Some(parent) = &self.traceparent {
+            trace::continue_trace(&span, parent);
+        }
         let result = async {
             let tx = match begin {
                 Begin::Pool(pool) => pool.begin_with(DB::BEGIN).await?,
@@ -682,8 +721,10 @@ impl Barrier {
             };
             run_in_transaction::<DB, O, E, F>(tx, &key, business, before_commit).await
         }
+        .instrument(span.clone())
         .await;
-        record(&key, &result);
+        let outcome = record(&key, &result);
+        span.record("outcome", outcome);
         result
     }
 
@@ -952,7 +993,8 @@ where
     }
 }
 
-fn record<O: Outcome, E>(key: &BarrierKey, result: &Result<O, BarrierError<E>>) {
+/// Logs and counts a call's result; returns its label.
+fn record<O: Outcome, E>(key: &BarrierKey, result: &Result<O, BarrierError<E>>) -> &'static str {
     let outcome = match result {
         Ok(outcome) => outcome.label(),
         Err(BarrierError::Business(_)) => "business_error",
@@ -972,6 +1014,7 @@ fn record<O: Outcome, E>(key: &BarrierKey, result: &Result<O, BarrierError<E>>) 
     tracing::debug!(barrier = %key, outcome, "barrier call");
     metrics::counter!("saga_barrier_outcomes_total", "op" => key.op.as_str(), "outcome" => outcome)
         .increment(1);
+    outcome
 }
 
 fn now_ms() -> i64 {
@@ -1071,6 +1114,7 @@ mod tests {
             step: "stock_deduct",
             op: Op::Compensate,
             attempt: 3,
+            traceparent: None,
         };
         let barrier = Barrier::for_step(&ctx);
         assert_eq!(

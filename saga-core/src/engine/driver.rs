@@ -11,6 +11,7 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::Inner;
 use super::registry::{AnyInput, ErasedSaga};
@@ -18,6 +19,7 @@ use crate::definition::SagaDefinition;
 use crate::machine::{self, Command, Event, Limits, SagaState, SagaStatus, StepState};
 use crate::step::{Op, StepContext, StepError};
 use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite, now_ms};
+use crate::trace::{self, TraceParent};
 
 /// First wait before a failed store write is tried again.
 const PERSIST_RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
@@ -56,6 +58,8 @@ pub(crate) struct Start {
     pub commands: Vec<Command>,
     /// The first event to apply.
     pub event: Option<Event>,
+    /// The saga's persisted trace context.
+    pub traceparent: TraceParent,
 }
 
 enum Outcome {
@@ -87,6 +91,11 @@ struct Driver {
     finished_calls: Vec<AttemptRecord>,
     results: mpsc::UnboundedSender<CallResult>,
     wake: Arc<Notify>,
+    /// The `saga` span of this driver: the parent of its calls' spans.
+    span: tracing::Span,
+    /// What a call sends when its own span is not recorded: this driver's span when it is, else
+    /// the persisted trace context.
+    call_parent: TraceParent,
 }
 
 /// Whether the driver goes on after a transition.
@@ -104,6 +113,15 @@ pub(crate) async fn run(
 ) {
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let def = start.saga.definition();
+    let span = tracing::info_span!(
+        "saga",
+        gid = %start.gid,
+        saga = def.name,
+        engine = %inner.engine_id,
+        fence = start.fence
+    );
+    trace::continue_trace(&span, &start.traceparent);
+    let call_parent = trace::parent_for(&span, start.traceparent);
     let mut d = Driver {
         inner,
         limits,
@@ -118,8 +136,9 @@ pub(crate) async fn run(
         finished_calls: Vec::new(),
         results: results_tx,
         wake: Arc::new(Notify::new()),
+        span: span.clone(),
+        call_parent,
     };
-    let span = tracing::info_span!("saga", gid = %d.gid, saga = d.def.name);
     let work = async move {
         if d.execute(start.commands) == Flow::Stop {
             return;
@@ -157,7 +176,7 @@ pub(crate) async fn run(
         }
         d.abort_calls(None);
     };
-    tracing::Instrument::instrument(work, span).await;
+    work.instrument(span).await;
 }
 
 async fn sleep_until_ms(at: Option<i64>) {
@@ -194,7 +213,7 @@ impl Driver {
             "op" => r.op.as_str(), "outcome" => outcome.as_str())
         .increment(1);
         metrics::histogram!("saga_step_duration_seconds", "saga" => self.def.name, "step" => name,
-            "op" => r.op.as_str())
+            "op" => r.op.as_str(), "outcome" => outcome.as_str())
         .record((r.finished_at - r.started_at) as f64 / MS_PER_SECOND);
         match &r.outcome {
             Outcome::Succeeded(_) => {
@@ -425,25 +444,11 @@ impl Driver {
             .iter()
             .map(|&r| self.state.steps[r].output.clone().unwrap_or(Value::Null))
             .collect();
-        let ctx = StepContext {
-            gid: self.gid.clone(),
-            step: self.def.steps[step].name,
-            op,
-            attempt,
-        };
-        let call = match op {
-            Op::Action => self.saga.run_action(step, ctx, self.input.clone(), reads),
-            Op::Compensate => {
-                let fut = self
-                    .saga
-                    .run_compensation(step, ctx, self.input.clone(), output, reads);
-                Box::pin(async move {
-                    fut.await
-                        .map(|()| Value::Null)
-                        .map_err(|r| StepError::Retry(r.0))
-                })
-            }
-        };
+        let saga = self.saga.clone();
+        let input = self.input.clone();
+        let gid = self.gid.clone();
+        let (name, saga_name) = (self.def.steps[step].name, self.def.name);
+        let (parent_span, call_parent) = (self.span.clone(), self.call_parent);
         let results = self.results.clone();
         let wake = self.wake.clone();
         let handle = tokio::spawn(async move {
@@ -453,8 +458,40 @@ impl Driver {
                     _ = wake.notified() => {}
                 }
             }
+            let span = tracing::debug_span!(
+                parent: &parent_span,
+                "saga.step",
+                gid = %gid,
+                saga = saga_name,
+                step = name,
+                op = op.as_str(),
+                attempt,
+                outcome = tracing::field::Empty,
+                error = tracing::field::Empty,
+                otel.kind = "client",
+            );
+            let ctx = StepContext {
+                gid,
+                step: name,
+                op,
+                attempt,
+                traceparent: Some(trace::parent_for(&span, call_parent)),
+            };
+            let call = match op {
+                Op::Action => saga.run_action(step, ctx, input, reads),
+                Op::Compensate => {
+                    let fut = saga.run_compensation(step, ctx, input, output, reads);
+                    Box::pin(async move {
+                        fut.await
+                            .map(|()| Value::Null)
+                            .map_err(|r| StepError::Retry(r.0))
+                    })
+                }
+            };
             let started_at = now_ms();
-            let result = tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await;
+            let result = tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind())
+                .instrument(span.clone())
+                .await;
             let outcome = match result {
                 Err(_) => Outcome::InDoubt(format!("timed out after {} ms", timeout.as_millis())),
                 Ok(Err(panic)) => {
@@ -463,6 +500,15 @@ impl Driver {
                 Ok(Ok(Ok(v))) => Outcome::Succeeded(v),
                 Ok(Ok(Err(StepError::Failure(r)))) => Outcome::Failed(r),
                 Ok(Ok(Err(StepError::Retry(r)))) => Outcome::InDoubt(r),
+            };
+            match &outcome {
+                Outcome::Succeeded(_) => span.record("outcome", "succeeded"),
+                Outcome::Failed(reason) => span
+                    .record("outcome", "failed")
+                    .record("error", reason.as_str()),
+                Outcome::InDoubt(error) => span
+                    .record("outcome", "in_doubt")
+                    .record("error", error.as_str()),
             };
             let _ = results.send(CallResult {
                 step,

@@ -68,12 +68,13 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::machine::{Event, Limits};
 use crate::store::{IdHold, InstanceRecord, Store, now_ms};
+use crate::trace::TraceParent;
 
 pub use config::{EngineBuilder, EngineConfig};
 pub use error::EngineError;
 #[cfg(feature = "console")]
 pub(crate) use submit::validate_gid;
-pub use submit::{MAX_GID_LEN, Submitted, Waited};
+pub use submit::{MAX_GID_LEN, SubmitOptions, Submitted, Waited};
 pub use versions::UnknownDefinition;
 pub use view::{SagaView, StepView};
 
@@ -206,6 +207,9 @@ impl Engine {
                 return;
             }
         };
+        let traceparent = record
+            .traceparent
+            .unwrap_or_else(|| TraceParent::derived(&record.gid));
         self.spawn_driver(driver::Start {
             saga,
             gid: record.gid,
@@ -215,6 +219,7 @@ impl Engine {
             deadline_at: record.deadline_at,
             commands: Vec::new(),
             event: Some(event),
+            traceparent,
         });
     }
 
@@ -223,10 +228,11 @@ impl Engine {
     fn spawn_driver(&self, start: driver::Start) {
         let (tx, rx) = mpsc::unbounded_channel();
         let gid = start.gid.clone();
-        if let Ok(mut d) = self.inner.drivers.lock()
-            && let Some(old) = d.insert(gid.clone(), tx)
-        {
-            let _ = old.send(Control::Stop);
+        if let Ok(mut d) = self.inner.drivers.lock() {
+            if let Some(old) = d.insert(gid.clone(), tx) {
+                let _ = old.send(Control::Stop);
+            }
+            metrics::gauge!("saga_in_flight").set(d.len() as f64);
         }
         let engine = self.clone();
         tokio::spawn(async move {
@@ -237,6 +243,7 @@ impl Engine {
                 && d.get(&gid).is_some_and(|tx| tx.is_closed())
             {
                 d.remove(&gid);
+                metrics::gauge!("saga_in_flight").set(d.len() as f64);
             }
             submit::wake_waiters(&engine.inner, &gid);
         });

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::registry::ErasedSaga;
 use super::{Engine, EngineError, Inner, SagaView, driver};
 use crate::machine::{self, Event, SagaState, SagaStatus};
 use crate::step::Saga;
 use crate::store::{Inserted, NewInstance, now_ms};
+use crate::trace::{self, TraceParent};
 
 /// Longest accepted gid, in bytes.
 pub const MAX_GID_LEN: usize = 128;
@@ -37,6 +39,39 @@ pub struct Submitted {
     pub status: SagaStatus,
     /// Its reason, if compensated or stuck.
     pub reason: Option<String>,
+}
+
+/// Options of [`Engine::submit_with`].
+///
+/// ```
+/// use saga_core::{SubmitOptions, TraceParent};
+///
+/// // The `traceparent` header of the request that submits the saga, if it has a valid one.
+/// let header = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// let options = SubmitOptions::new().traceparent(header.and_then(|h| h.parse::<TraceParent>().ok()));
+/// assert!(options.traceparent.is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubmitOptions {
+    /// The caller's trace context, if any (see [`SubmitOptions::traceparent`]).
+    pub traceparent: Option<TraceParent>,
+}
+
+impl SubmitOptions {
+    /// The defaults: the saga continues the current span's trace when it is recorded in
+    /// OpenTelemetry (feature `opentelemetry`), else it starts a trace of its own.
+    pub fn new() -> Self {
+        SubmitOptions::default()
+    }
+
+    /// The caller's trace context (a request's `traceparent` header): the saga's trace
+    /// continues it, and every call of its steps, in whatever engine, carries its trace id.
+    /// `None` leaves the default.
+    pub fn traceparent(mut self, parent: impl Into<Option<TraceParent>>) -> Self {
+        self.traceparent = parent.into();
+        self
+    }
 }
 
 /// How [`Engine::wait`] and [`Engine::submit_and_wait`] ended: the saga became terminal, or
@@ -99,10 +134,63 @@ impl Engine {
     /// Submits saga `S` with `input` under `gid`, persists it, and starts driving it at once.
     /// Idempotent by gid: the same gid with an equal input returns the existing saga; a
     /// different input (or saga) is [`EngineError::Conflict`] and changes nothing.
+    ///
+    /// The saga's trace continues the current span's when it is recorded in OpenTelemetry
+    /// (feature `opentelemetry`), else it is a new one; [`Engine::submit_with`] takes the
+    /// caller's trace context.
     pub async fn submit<S: Saga>(
         &self,
         gid: &str,
         input: &S::Input,
+    ) -> Result<Submitted, EngineError> {
+        self.submit_with::<S>(gid, input, SubmitOptions::default())
+            .await
+    }
+
+    /// Submits like [`Engine::submit`], with `options`: the saga's trace continues
+    /// [`SubmitOptions::traceparent`] when it is set. The trace context is persisted with the
+    /// new instance, in the same insert; a repeat submit of an existing gid leaves the trace
+    /// it has.
+    pub async fn submit_with<S: Saga>(
+        &self,
+        gid: &str,
+        input: &S::Input,
+        options: SubmitOptions,
+    ) -> Result<Submitted, EngineError> {
+        let def = S::definition();
+        let span = tracing::debug_span!(
+            "saga.submit",
+            gid,
+            saga = def.name,
+            created = tracing::field::Empty
+        );
+        if let Some(parent) = &options.traceparent {
+            trace::continue_trace(&span, parent);
+        }
+        // The persisted parent: this span when it is recorded, else the caller's (or the
+        // current span's), else a new trace.
+        let traceparent = trace::parent_for(
+            &span,
+            options
+                .traceparent
+                .or_else(trace::parent_for_current)
+                .unwrap_or_else(TraceParent::random),
+        );
+        let submitted = self
+            .submit_traced::<S>(gid, input, traceparent)
+            .instrument(span.clone())
+            .await;
+        if let Ok(s) = &submitted {
+            span.record("created", s.created);
+        }
+        submitted
+    }
+
+    async fn submit_traced<S: Saga>(
+        &self,
+        gid: &str,
+        input: &S::Input,
+        traceparent: TraceParent,
     ) -> Result<Submitted, EngineError> {
         validate_gid(gid)?;
         if self.is_shutting_down() {
@@ -131,6 +219,7 @@ impl Engine {
             owner: self.inner.engine_id.clone(),
             lease_until: now + self.inner.config.lease.as_millis() as i64,
             now,
+            traceparent,
         };
         let deadline_at = new.deadline_at;
         match self.inner.store.insert(new).await? {
@@ -147,6 +236,7 @@ impl Engine {
                     deadline_at,
                     commands,
                     event: None,
+                    traceparent,
                 });
                 Ok(Submitted {
                     gid: gid.to_string(),

@@ -12,6 +12,7 @@ use super::batch::BatchRow;
 use super::record::{AttemptOutcome, AttemptRecord, InstanceRecord, ListQuery, SagaSummary};
 use crate::machine::{Phase, SagaState, SagaStatus, StepState, StepStatus};
 use crate::step::{BoxFuture, Op};
+use crate::trace::TraceParent;
 
 /// A row of `unknown_definitions.sql`: `(gid, saga, fingerprint)`.
 pub(crate) type UnknownRow = (String, String, String);
@@ -521,6 +522,7 @@ struct InstanceStepRow {
     fence: i64,
     created_at: i64,
     updated_at: i64,
+    traceparent: Option<String>,
     idx: Option<i64>,
     name: Option<String>,
     status: Option<String>,
@@ -579,6 +581,11 @@ fn instance_record(
         fence: row.fence,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        // A trace context is for diagnostics only: one that does not parse is left out.
+        traceparent: row
+            .traceparent
+            .as_deref()
+            .and_then(|t| TraceParent::parse(t).ok()),
     }))
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::record::{NewInstance, TransitionWrite};
 use crate::machine::StepState;
+use crate::trace::TraceParent;
 
 /// One write queued for the group-commit writer.
 pub(crate) enum WriteOp {
@@ -69,6 +70,7 @@ struct NewInstanceRow<'a> {
     owner: &'a str,
     lease_until: i64,
     now: i64,
+    traceparent: TraceParent,
 }
 
 /// A row of `saga_step` to create or update. `fence` is the transition's (1 for a new
@@ -169,6 +171,7 @@ impl<'a> BatchPlan<'a> {
                         owner: &n.owner,
                         lease_until: n.lease_until,
                         now: n.now,
+                        traceparent: n.traceparent,
                     });
                     for (i, (name, s)) in n.steps.iter().zip(&n.states).enumerate() {
                         let mut row = StepRow::new(&n.gid, i, s, n.now, 1);

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::machine::{Phase, SagaState, SagaStatus, StepState};
 use crate::step::Op;
+use crate::trace::TraceParent;
 
 /// A saga instance to create.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub(crate) struct NewInstance {
     pub lease_until: i64,
     /// Creation time.
     pub now: i64,
+    /// The saga's trace context, persisted with the instance.
+    pub traceparent: TraceParent,
 }
 
 /// A persisted saga instance.
@@ -61,6 +64,9 @@ pub struct InstanceRecord {
     pub created_at: i64,
     /// Last update time.
     pub updated_at: i64,
+    /// The W3C trace context the saga's calls continue (see [`crate::trace`]); `None` for an
+    /// instance created before traces were kept.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// How one call of an action or a compensation ended.

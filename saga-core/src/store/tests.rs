@@ -9,7 +9,9 @@ use serde_json::json;
 use super::sqlite::SqliteOptions;
 use super::*;
 use crate::machine::{Phase, StepState, StepStatus};
+use crate::step::BoxFuture;
 use crate::step::Op;
+use crate::trace::TraceParent;
 
 /// A store on a fresh SQLite file or a fresh PostgreSQL database, with what keeps it alive.
 struct TestStore {
@@ -73,6 +75,7 @@ on_both_dialects!(
     own_leases_are_taken_back_renewed_and_released,
     cleanup_deletes_only_old_finished_instances,
     pages_of_the_listing_filter_and_follow_the_cursor,
+    the_trace_context_is_kept_and_an_older_store_upgrades_in_place,
 );
 
 fn new_instance(gid: &str, fingerprint: &str, steps: &[&str]) -> NewInstance {
@@ -87,6 +90,7 @@ fn new_instance(gid: &str, fingerprint: &str, steps: &[&str]) -> NewInstance {
         owner: "engine-a".into(),
         lease_until: now_ms() + 60_000,
         now: now_ms(),
+        traceparent: TraceParent::derived(gid),
     }
 }
 
@@ -560,6 +564,113 @@ async fn pages_of_the_listing_filter_and_follow_the_cursor(dialect: Dialect) {
 
 /// Holds an exclusive lock on `saga_instance` from another session for `hold`, so that the
 /// store's writes time out on their lock (a transient error) meanwhile.
+/// An instance as an engine of the version before the `traceparent` column inserts it.
+const OLD_INSERT: &str = "INSERT INTO saga_instance (gid, saga, fingerprint, input, status, phase, \
+    reason, deadline_at, next_wake_at, owner, lease_until, fence, created_at, updated_at) \
+    VALUES ('GID', 'batch', 'fp', '{}', 'running', 'forward', NULL, NULL, 0, NULL, 0, 1, 0, 0)";
+
+async fn the_trace_context_is_kept_and_an_older_store_upgrades_in_place(dialect: Dialect) {
+    let dir = saga_testkit::temp_dir();
+    let (folder, last_old, url) = match dialect {
+        Dialect::Sqlite => ("sqlite", 2, None),
+        Dialect::Postgres => (
+            "postgres",
+            3,
+            Some(saga_testkit::postgres().fresh_database()),
+        ),
+    };
+    // The migrations an older version ran: copies of the files before the new one.
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations/store")
+        .join(folder);
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let version: i64 = name[..4].parse().unwrap();
+        if version <= last_old {
+            std::fs::copy(&path, old.join(&name)).unwrap();
+        }
+    }
+    let mut migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+    migrator.dangerous_set_table_name("_saga_migrations");
+    let sqlite_path = dir.path().join("saga.db");
+    // The older engine's connection stays open across the upgrade: it keeps working.
+    let insert_old = |gid: &str| OLD_INSERT.replace("GID", gid);
+    let older: Box<dyn Fn(String) -> BoxFuture<'static, ()>> = match dialect {
+        Dialect::Sqlite => {
+            let pool = sqlite::open_pool(&sqlite_path, true, 1).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            Box::new(move |sql| {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                })
+            })
+        }
+        Dialect::Postgres => {
+            let pool = postgres::open_pool(url.as_deref().unwrap(), None, 1)
+                .await
+                .unwrap();
+            migrator.run(&pool).await.unwrap();
+            Box::new(move |sql| {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                })
+            })
+        }
+    };
+    older(insert_old("before")).await;
+
+    // The new version opens the store: the column is added in place.
+    let store = match dialect {
+        Dialect::Sqlite => Store::sqlite(&sqlite_path, SqliteOptions::default()).await,
+        Dialect::Postgres => Store::postgres(url.as_deref().unwrap(), None, 4).await,
+    }
+    .expect("open and upgrade the older store");
+    let before = store
+        .load("before")
+        .await
+        .unwrap()
+        .expect("the older instance");
+    assert_eq!((before.traceparent, before.fence), (None, 1));
+    older(insert_old("during")).await;
+    assert_eq!(
+        store.load("during").await.unwrap().unwrap().traceparent,
+        None
+    );
+
+    // A new instance keeps its trace context, written by the insert that creates it.
+    let parent: TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        .parse()
+        .unwrap();
+    let mut new = new_instance("traced", "fp-traced", &["a"]);
+    new.traceparent = parent;
+    assert!(matches!(
+        store.insert(new).await.unwrap(),
+        Inserted::Created
+    ));
+    let commits = store.commits();
+    let traced = store.load("traced").await.unwrap().unwrap();
+    assert_eq!(traced.traceparent, Some(parent));
+    // A repeat of the submit keeps the first trace.
+    let mut again = new_instance("traced", "fp-traced", &["a"]);
+    again.traceparent = TraceParent::derived("other");
+    let Inserted::Exists(existing) = store.insert(again).await.unwrap() else {
+        panic!("the repeat should find the instance");
+    };
+    assert_eq!(existing.traceparent, Some(parent));
+    assert_eq!(store.commits(), commits + 1);
+}
+
 async fn lock_instances_for(url: &str, hold: Duration) -> tokio::task::JoinHandle<()> {
     let pool = sqlx::PgPool::connect(url).await.expect("connect");
     let mut tx = pool.begin().await.expect("begin");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -111,8 +111,11 @@ async fn apply(
     let mut pause = TRANSIENT_BACKOFF;
     let mut retries = 0;
     loop {
+        let started = Instant::now();
         match backend.write_batch(&plan.params).await {
             Ok(rows) => {
+                metrics::histogram!("saga_store_commit_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.writes.fetch_add(ops.len() as u64, Ordering::Relaxed);
                 return Ok(plan.outcomes(rows));

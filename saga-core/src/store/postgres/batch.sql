@@ -6,14 +6,14 @@
 WITH ins AS (
     INSERT INTO saga_instance (
         gid, saga, fingerprint, input, status, phase, reason, deadline_at, next_wake_at,
-        owner, lease_until, fence, created_at, updated_at
+        owner, lease_until, fence, created_at, updated_at, traceparent
     )
     SELECT
         j.gid, j.saga, j.fingerprint, j.input, 'running', 'forward', NULL, j.deadline_at,
-        j.now, j.owner, j.lease_until, 1, j.now, j.now
+        j.now, j.owner, j.lease_until, 1, j.now, j.now, j.traceparent
     FROM jsonb_to_recordset($1::jsonb) AS j (
         gid text, saga text, fingerprint text, input text, deadline_at bigint, owner text,
-        lease_until bigint, now bigint
+        lease_until bigint, now bigint, traceparent text
     )
     ON CONFLICT (gid) DO NOTHING
     RETURNING gid, fence

@@ -3,7 +3,7 @@
 SELECT
     i.gid, i.saga, i.fingerprint, i.input, i.status AS saga_status, i.phase, i.reason,
     i.cause, i.deadline_at, i.next_wake_at, i.owner, i.lease_until, i.fence, i.created_at,
-    i.updated_at, s.idx, s.name, s.status, s.attempts, s.compensate_attempts,
+    i.updated_at, i.traceparent, s.idx, s.name, s.status, s.attempts, s.compensate_attempts,
     s.attempts_base, s.compensate_attempts_base, s.output, s.last_error
 FROM saga_instance AS i
 LEFT JOIN saga_step AS s ON s.gid = i.gid

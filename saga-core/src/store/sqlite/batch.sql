@@ -7,12 +7,13 @@ BEGIN IMMEDIATE;
 
 INSERT INTO saga_instance (
     gid, saga, fingerprint, input, status, phase, reason, deadline_at, next_wake_at,
-    owner, lease_until, fence, created_at, updated_at
+    owner, lease_until, fence, created_at, updated_at, traceparent
 )
 SELECT
     value ->> 'gid', value ->> 'saga', value ->> 'fingerprint', value ->> 'input',
     'running', 'forward', NULL, value ->> 'deadline_at', value ->> 'now',
-    value ->> 'owner', value ->> 'lease_until', 1, value ->> 'now', value ->> 'now'
+    value ->> 'owner', value ->> 'lease_until', 1, value ->> 'now', value ->> 'now',
+    value ->> 'traceparent'
 FROM jsonb_each(?)
 WHERE true -- lets SQLite parse ON CONFLICT after a SELECT
 ON CONFLICT (gid) DO NOTHING

@@ -71,7 +71,7 @@ fn main() {
     let def = Checkout::definition();
     def.validate().unwrap();
     assert_eq!(def.steps[3].reads, &[0, 2]);
-    let ctx = StepContext { gid: "g".into(), step: "capture", op: Op::Action, attempt: 1 };
+    let ctx = StepContext { gid: "g".into(), step: "capture", op: Op::Action, attempt: 1, traceparent: None };
     let reads = vec![serde_json::json!(7), serde_json::json!("pay-7")];
     let out = block_on(<Checkout as SagaSteps<Shop>>::run_action(&Shop, 3, &ctx, &7, reads));
     assert_eq!(out, Ok(serde_json::json!(b"7:pay-7".to_vec())));

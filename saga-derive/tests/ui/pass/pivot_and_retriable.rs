@@ -51,6 +51,7 @@ fn main() {
         step: "payment_capture",
         op: Op::Action,
         attempt: 1,
+        traceparent: None,
     };
     let out = block_on(<PayOrder as SagaSteps<Handler>>::run_action(&Handler, 1, &ctx, &5, vec![]));
     assert_eq!(out, Ok(serde_json::json!("captured 5")));

@@ -1,0 +1,4 @@
+-- The W3C trace context of each saga instance (`00-{trace id}-{parent id}-{flags}`), written by
+-- the insert that creates it and never updated. Nullable, so the column is added in place;
+-- instances created before it have none, and their calls derive a trace from the gid.
+ALTER TABLE saga_instance ADD COLUMN traceparent TEXT;
