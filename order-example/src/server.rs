@@ -7,8 +7,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use saga_core::console::OperatorAuth;
 use saga_core::engine::{Engine, EngineConfig};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::api::{self, Api};
 use crate::db::Location;
@@ -67,6 +75,11 @@ pub struct ServeArgs {
     /// Calls of an undo or a retriable step before the saga is parked as stuck.
     #[arg(long, default_value_t = 10)]
     pub max_attempts: u32,
+    /// Export spans over OTLP/HTTP (protobuf) to this collector: its base URL
+    /// (`http://127.0.0.1:4318`, to which `/v1/traces` is added) or the full traces URL. Off by
+    /// default.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The environment variable `serve` reads the operator token from when neither
@@ -127,13 +140,96 @@ impl ServeArgs {
 
 /// Logs to stderr; `RUST_LOG` overrides `default`.
 pub fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let _ = tracing_subscriber::registry()
+        .with(log_layer(default))
+        .try_init();
+}
+
+/// The log lines on stderr, filtered by `RUST_LOG` or else `default`.
+fn log_layer<S>(default: &str) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_filter(filter)
+}
+
+/// The span export of `serve --otlp-endpoint`, if configured.
+struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Logs as [`init_tracing`] does and, with an `endpoint`, exports spans there over
+    /// OTLP/HTTP in batches: the library's spans (`saga_core`, debug and above: the submit, each
+    /// driver, each step call, each barrier call) and this crate's (info and above). Without an
+    /// endpoint no exporter runs, and the library's debug spans stay disabled unless `RUST_LOG`
+    /// asks for them.
+    fn init(default: &str, endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+        let Some(endpoint) = endpoint else {
+            init_tracing(default);
+            return Ok(Telemetry { provider: None });
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(traces_url(endpoint)?)
+            .build()
+            .context("building the OTLP exporter")?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(env!("CARGO_PKG_NAME"))
+                    .build(),
+            )
+            .build();
+        let spans = Targets::new()
+            .with_target("saga_core", Level::DEBUG)
+            .with_target(env!("CARGO_CRATE_NAME"), Level::INFO)
+            .with_default(Level::WARN);
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+            .with_tracked_inactivity(false)
+            .with_filter(spans);
+        let _ = tracing_subscriber::registry()
+            .with(log_layer(default))
+            .with(otel)
+            .try_init();
+        Ok(Telemetry {
+            provider: Some(provider),
+        })
+    }
+
+    /// Exports the spans still queued and stops the exporter.
+    async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // The provider's shutdown blocks until its export thread is done.
+        let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "exporting the last spans failed");
+        }
+    }
+}
+
+/// The OTLP/HTTP traces URL of `--otlp-endpoint`: a base URL gets `/v1/traces`.
+fn traces_url(endpoint: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(endpoint)
+        .with_context(|| format!("--otlp-endpoint `{endpoint}` is not a URL"))?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https"),
+        "--otlp-endpoint `{endpoint}` must be an http or https URL"
+    );
+    Ok(if url.path() == "/" {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    } else {
+        endpoint.to_string()
+    })
 }
 
 fn install_metrics() -> Option<PrometheusHandle> {
@@ -158,7 +254,7 @@ fn hostname() -> String {
 
 /// Runs `serve` until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing("info");
+    let telemetry = Telemetry::init("info", args.otlp_endpoint.as_deref())?;
     let faults: Vec<Fault> = args
         .fault
         .iter()
@@ -228,6 +324,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     engine.shutdown().await;
+    telemetry.shutdown().await;
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 //! - [`checks`]: [`Checks`], a collector that reports every contract mismatch of a test at once.
 //! - [`load`]: concurrent submitters that survive restarts, and a parallel map.
 //! - [`psql`]: one-shot SQL queries against a PostgreSQL URL.
+//! - [`otlp`]: [`OtlpReceiver`], an OTLP/HTTP trace receiver for `serve --otlp-endpoint`.
 //!
 //! ```no_run
 //! use acceptance::{Order, Server, ServerOptions, Storage, Seeded, check_invariants, wait_all_terminal};
@@ -37,6 +38,7 @@ pub mod checks;
 pub mod invariants;
 pub mod load;
 pub mod order;
+pub mod otlp;
 pub mod psql;
 pub mod server;
 
@@ -50,6 +52,7 @@ pub use invariants::{
 };
 pub use load::{LoadControl, LoadReport, par_map, run_load, submit_until_accepted};
 pub use order::{Order, OrderMix};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use server::{Backend, Server, ServerOptions, Storage};
 
 /// The eight fault points of the order saga's steps and undos (docs/contract.md, "Fault injection").

@@ -159,6 +159,8 @@ pub struct ServerOptions {
     pub max_attempts: Option<u64>,
     /// `--instance-id`; the harness picks a unique one when unset and keeps it across restarts.
     pub instance_id: Option<String>,
+    /// `--otlp-endpoint`.
+    pub otlp_endpoint: Option<String>,
     /// More flags, as they are, after all the others.
     pub extra_args: Vec<String>,
     /// Environment variables of the process, besides the test process's own (less the ones in
@@ -225,6 +227,12 @@ impl ServerOptions {
         self
     }
 
+    /// Sets `--otlp-endpoint`.
+    pub fn otlp_endpoint(mut self, url: impl Into<String>) -> ServerOptions {
+        self.otlp_endpoint = Some(url.into());
+        self
+    }
+
     /// Adds flags after all the others (`.arg("--admin-token-file").arg(path)`).
     pub fn arg(mut self, arg: impl Into<String>) -> ServerOptions {
         self.extra_args.push(arg.into());
@@ -246,6 +254,10 @@ impl ServerOptions {
         if let Some(token) = &self.admin_token {
             args.push("--admin-token".into());
             args.push(token.clone());
+        }
+        if let Some(url) = &self.otlp_endpoint {
+            args.push("--otlp-endpoint".into());
+            args.push(url.clone());
         }
         let numbers = [
             ("--step-timeout-ms", self.step_timeout_ms),

@@ -214,7 +214,8 @@ async fn json_errors(req: Request, next: Next) -> Response {
     ApiError::new(status, message).into_response()
 }
 
-/// `GET /metrics`: the Prometheus text, with the saga counts by status refreshed first.
+/// `GET /metrics`: the Prometheus text, with the saga counts by status refreshed first (the
+/// engine keeps its own metrics current itself).
 async fn metrics(State(api): State<Api>) -> Response {
     if let Ok(counts) = api.engine.store().count_by_status().await {
         for status in SagaStatus::ALL {
@@ -226,7 +227,6 @@ async fn metrics(State(api): State<Api>) -> Response {
             metrics::gauge!("saga_instances", "status" => status.as_str()).set(n as f64);
         }
     }
-    metrics::gauge!("saga_engine_driving").set(api.engine.driving() as f64);
     let body = api.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use saga_core::engine::{Engine, Submitted};
+use saga_core::engine::{Engine, SubmitOptions, Submitted};
+use saga_core::http::TRACEPARENT;
 use saga_core::machine::SagaStatus;
+use saga_core::trace::TraceParent;
 use serde_json::json;
 
 use super::{Api, ApiError, Valid};
@@ -18,30 +20,41 @@ use crate::model::{OrderRequest, PayRequest};
 use crate::saga::{PayOrder, SubmitOrder};
 use crate::services::order;
 
-/// `POST /api/busi/submitOrder`: starts the order's `SubmitOrder` saga, gid `order-{order_id}`.
+/// `POST /api/busi/submitOrder`: starts the order's `SubmitOrder` saga, gid `order-{order_id}`,
+/// continuing the request's `traceparent`.
 pub async fn submit_order(
     State(api): State<Api>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     Valid(order): Valid<OrderRequest>,
 ) -> Result<Response, ApiError> {
     let wait = wait_params(&q)?;
     let gid = format!("order-{}", order.order_id);
-    let submitted = api.engine.submit::<SubmitOrder>(&gid, &order).await?;
+    let submitted = api
+        .engine
+        .submit_with::<SubmitOrder>(&gid, &order, submit_options(&headers))
+        .await?;
     wait_reply(&api.engine, submitted, wait).await
 }
 
 /// `POST /api/busi/payOrder`: starts the order's `PayOrder` saga, gid `pay-{order_id}`, once
-/// its `SubmitOrder` saga has succeeded and the order is `created` or `paid`.
+/// its `SubmitOrder` saga has succeeded and the order is `created` or `paid`, continuing the
+/// request's `traceparent`.
 pub async fn pay_order(
     State(api): State<Api>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     Valid(pay): Valid<PayRequest>,
 ) -> Result<Response, ApiError> {
     let wait = wait_params(&q)?;
     let gid = format!("pay-{}", pay.order_id);
+    let options = submit_options(&headers);
     // A repeat returns the same saga whatever happened to the order since.
     if api.engine.status(&gid).await?.is_some() {
-        let s = api.engine.submit::<PayOrder>(&gid, &pay).await?;
+        let s = api
+            .engine
+            .submit_with::<PayOrder>(&gid, &pay, options)
+            .await?;
         return wait_reply(&api.engine, s, wait).await;
     }
     let submit_gid = format!("order-{}", pay.order_id);
@@ -80,8 +93,21 @@ pub async fn pay_order(
             pay.order_id, order.status
         )));
     }
-    let s = api.engine.submit::<PayOrder>(&gid, &pay).await?;
+    let s = api
+        .engine
+        .submit_with::<PayOrder>(&gid, &pay, options)
+        .await?;
     wait_reply(&api.engine, s, wait).await
+}
+
+/// The submit's options: the request's `traceparent`, when it has a valid one (an invalid one
+/// is ignored, as W3C Trace Context asks: the saga starts a trace of its own).
+fn submit_options(headers: &HeaderMap) -> SubmitOptions {
+    let traceparent = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceParent>().ok());
+    SubmitOptions::new().traceparent(traceparent)
 }
 
 /// `wait` and `timeout_ms` query parameters: how long to wait for a terminal status, if at all.

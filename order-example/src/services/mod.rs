@@ -155,6 +155,10 @@ async fn check<T: DeserializeOwned + Validate>(
     }
     let request = Request::from_parts(parts, Body::from(bytes));
     let span = tracing::info_span!("participant", gid = %saga.gid, point = point.name());
+    if let Some(parent) = &saga.traceparent {
+        // The step call's span is this one's parent: the saga's trace goes on here.
+        parent.set_parent_of(&span);
+    }
     faults::inject(faults, point, request, next)
         .instrument(span)
         .await
