@@ -7,9 +7,8 @@
 //! `saga_instance`, written by the insert that creates it), so every call of every step carries
 //! it, also the calls an engine makes after a crash and a recovery, or after another engine took
 //! the instance over. The step's [`StepContext::traceparent`](crate::StepContext::traceparent) is
-//! what a call sends; over HTTP, [`StepClient`](crate::http::StepClient) sends it as the
-//! `traceparent` header and [`SagaHeaders`](crate::http::SagaHeaders) reads it on the
-//! participant side.
+//! what a call sends; over HTTP (feature `http`), `http::StepClient` sends it as the
+//! `traceparent` header and `http::SagaHeaders` reads it on the participant side.
 //!
 //! # Spans
 //!
