@@ -72,12 +72,15 @@ struct Seen {
     traceparent: Option<TraceParent>,
 }
 
+/// The gid whose `second` call is held open, and where to report that it arrived.
+type Hold = (String, mpsc::UnboundedSender<()>);
+
 /// The participant: records every call's headers; `first` refuses its first call of each gid
 /// with 503, `second` holds the call of a gid in `hold` open (and reports it) until released.
 #[derive(Clone, Default)]
 struct Participant {
     seen: Arc<Mutex<Vec<Seen>>>,
-    hold: Arc<Mutex<Option<(String, mpsc::UnboundedSender<()>)>>>,
+    hold: Arc<Mutex<Option<Hold>>>,
 }
 
 impl Participant {
