@@ -302,15 +302,22 @@ mod otel {
             if span.is_disabled() {
                 return;
             }
-            let current = tracing::Span::current().context();
-            let current = current.span();
-            let current = current.span_context();
-            if current.is_valid() && current.trace_id().to_bytes() == self.trace_id {
+            // An empty context is no allocation: find out first whether a layer records the
+            // span (and that it has not started), before making the remote parent.
+            if span.set_parent(opentelemetry::Context::new()).is_err() {
                 return;
             }
-            let parent =
-                opentelemetry::Context::new().with_remote_span_context(SpanContext::from(*self));
-            // A span already started keeps its parent: nothing more to do then.
+            let current = tracing::Span::current().context();
+            let in_trace = {
+                let own = current.span();
+                let own = own.span_context();
+                own.is_valid() && own.trace_id().to_bytes() == self.trace_id
+            };
+            let parent = if in_trace {
+                current
+            } else {
+                opentelemetry::Context::new().with_remote_span_context(SpanContext::from(*self))
+            };
             let _ = span.set_parent(parent);
         }
     }
