@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use saga_core::console::OperatorAuth;
 use saga_core::engine::{Engine, EngineConfig};
 use tracing::Level;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{DynFilterFn, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -140,21 +140,16 @@ impl ServeArgs {
 
 /// Logs to stderr; `RUST_LOG` overrides `default`.
 pub fn init_tracing(default: &str) {
-    let _ = tracing_subscriber::registry()
-        .with(log_layer(default))
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(default))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
-/// The log lines on stderr, filtered by `RUST_LOG` or else `default`.
-fn log_layer<S>(default: &str) -> impl Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter)
+/// What is logged: `RUST_LOG`, or else `default`.
+fn log_filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
 /// The span export of `serve --otlp-endpoint`, if configured.
@@ -191,12 +186,22 @@ impl Telemetry {
             .with_target("saga_core", Level::DEBUG)
             .with_target(env!("CARGO_CRATE_NAME"), Level::INFO)
             .with_default(Level::WARN);
+        // Asked at every span and event rather than cached per callsite: a per-layer filter
+        // whose answer is cached can miss a span when another `enabled` call (a `log` record's,
+        // through `tracing-log`) came in between, and such a span would leave the trace.
+        let spans =
+            DynFilterFn::new(move |meta, _| spans.would_enable(meta.target(), meta.level()))
+                .with_max_level_hint(LevelFilter::DEBUG);
         let otel = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
             .with_tracked_inactivity(false)
             .with_filter(spans);
+        let log = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(log_filter(default));
         let _ = tracing_subscriber::registry()
-            .with(log_layer(default))
+            .with(log)
             .with(otel)
             .try_init();
         Ok(Telemetry {

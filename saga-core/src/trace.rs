@@ -29,6 +29,12 @@
 //! the participant's `saga.barrier` span continues. Without a layer (or without the feature) no
 //! span is recorded, and a call sends the persisted parent: the trace id is the saga's all the
 //! same.
+//!
+//! The call and barrier spans are at debug level, so that without an exporter they cost nothing:
+//! the layer that exports them needs a filter that lets `saga_core` at debug through. A per-layer
+//! filter whose answer is cached per callsite can miss spans when `log` records reach `tracing`
+//! (through `tracing-log`) between its checks; the order example's `serve` filters its
+//! OpenTelemetry layer with a `DynFilterFn`, asked every time.
 
 use std::fmt;
 use std::str::FromStr;
