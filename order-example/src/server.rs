@@ -75,7 +75,7 @@ pub struct ServeArgs {
     /// Calls of an undo or a retriable step before the saga is parked as stuck.
     #[arg(long, default_value_t = 10)]
     pub max_attempts: u32,
-    /// Export spans over OTLP/HTTP (protobuf) to this collector: its base URL
+    /// Export spans over OTLP/HTTP (protobuf, plain HTTP) to this collector: its base URL
     /// (`http://127.0.0.1:4318`, to which `/v1/traces` is added) or the full traces URL. Off by
     /// default.
     #[arg(long)]
@@ -226,9 +226,11 @@ impl Telemetry {
 fn traces_url(endpoint: &str) -> anyhow::Result<String> {
     let url = reqwest::Url::parse(endpoint)
         .with_context(|| format!("--otlp-endpoint `{endpoint}` is not a URL"))?;
+    // The exporter's HTTP client is built without TLS: a collector is reached over plain HTTP,
+    // as a local agent or sidecar is.
     anyhow::ensure!(
-        matches!(url.scheme(), "http" | "https"),
-        "--otlp-endpoint `{endpoint}` must be an http or https URL"
+        url.scheme() == "http",
+        "--otlp-endpoint `{endpoint}` must be an http:// URL"
     );
     Ok(if url.path() == "/" {
         format!("{}/v1/traces", endpoint.trim_end_matches('/'))
@@ -348,5 +350,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traces_url;
+
+    #[test]
+    fn an_otlp_base_url_gets_the_traces_path() {
+        let base = "http://127.0.0.1:4318";
+        assert_eq!(traces_url(base).unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://127.0.0.1:4318/").unwrap(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        let full = "http://collector:4318/custom/traces";
+        assert_eq!(traces_url(full).unwrap(), full);
+        assert!(traces_url("https://collector:4318").is_err());
+        assert!(traces_url("collector:4318").is_err());
+        assert!(traces_url("not a url").is_err());
     }
 }
