@@ -994,20 +994,7 @@ const fn step(
     after: &'static [usize],
     compensation: Option<&'static str>,
 ) -> StepDefinition {
-    StepDefinition {
-        name,
-        kind,
-        after,
-        compensation,
-        output: "()",
-        reads: &[],
-        timeout_ms: None,
-        retry: RetryOverride {
-            max_attempts: None,
-            initial_ms: None,
-            max_ms: None,
-        },
-    }
+    StepDefinition::new(name, kind, after, compensation)
 }
 
 /// The article's order saga: four compensatable steps in sequence.
