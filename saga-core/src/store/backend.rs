@@ -53,6 +53,8 @@ pub(crate) struct Statements {
     pub cleanup: [&'static str; 3],
     /// What identifies the store's database (see [`Dialect::identity`]).
     pub identity: &'static str,
+    /// A trivial query that tells whether the database answers.
+    pub ping: &'static str,
 }
 
 /// The [`Statements`] of a dialect, read from the `.sql` files beside the module that invokes it
@@ -80,6 +82,7 @@ macro_rules! statements {
                 include_str!("cleanup_instances.sql"),
             ],
             identity: include_str!("identity.sql"),
+            ping: include_str!("ping.sql"),
         }
     };
 }
@@ -213,6 +216,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// What identifies the store's database: the SQLite file's canonical path, or
     /// `{database}/{schema}` as the PostgreSQL server names them.
     fn identity(&self) -> BoxFuture<'_, Result<String, StoreError>>;
+    /// Runs the ping statement on a read connection.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Takes an exclusive hold on engine id `id` that lasts as long as the returned value: on
     /// SQLite an OS lock on a file beside the store file, on PostgreSQL a session advisory lock
     /// on a connection of its own. `None` when another engine, of this process or another,
@@ -490,6 +495,13 @@ where
                 .fetch_one(&self.read)
                 .await?;
             D::identity(found)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query::<D>(D::SQL.ping).execute(&self.read).await?;
+            Ok(())
         })
     }
 
