@@ -138,6 +138,15 @@ pub enum Tx<'c> {
 pub type Work<'c, T, E> = BoxFuture<'c, Result<T, E>>;
 
 impl Db {
+    /// Runs `SELECT 1`: `Ok` when the database answers within `timeout` (a health check). A
+    /// timeout is reported as the pool's [`sqlx::Error::PoolTimedOut`].
+    pub async fn ping(&self, timeout: std::time::Duration) -> sqlx::Result<()> {
+        match tokio::time::timeout(timeout, sql("SELECT 1").execute(self)).await {
+            Ok(done) => done.map(|_| ()),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
     /// Runs `business` inside the barrier of the step call `saga` on this database and answers
     /// with saga_core's reply for the outcome (see [`SagaHeaders::call`]).
     pub async fn call<T, F>(&self, saga: &SagaHeaders, business: F) -> Response
