@@ -21,8 +21,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{
-    Arguments, Database, Decode, Encode, FromRow, PgConnection, PgPool, Postgres, Sqlite,
-    SqliteConnection, SqlitePool, Transaction, Type,
+    Arguments, Connection, Database, Decode, Encode, FromRow, PgConnection, PgPool, Postgres,
+    Sqlite, SqliteConnection, SqlitePool, Transaction, Type,
 };
 
 /// The environment variable `serve` and `seed` read the PostgreSQL URL from when neither
@@ -138,10 +138,21 @@ pub enum Tx<'c> {
 pub type Work<'c, T, E> = BoxFuture<'c, Result<T, E>>;
 
 impl Db {
-    /// Runs `SELECT 1`: `Ok` when the database answers within `timeout` (a health check). A
-    /// timeout is reported as the pool's [`sqlx::Error::PoolTimedOut`].
+    /// Whether the database answers (a health check): `SELECT 1` within `timeout`, a timeout
+    /// reported as the pool's [`sqlx::Error::PoolTimedOut`]. A SQLite file has no server to
+    /// lose, and its pool's one connection is busy most of the time under load: it is asked
+    /// only when that connection is idle, and a busy one counts as an answer.
     pub async fn ping(&self, timeout: std::time::Duration) -> sqlx::Result<()> {
-        match tokio::time::timeout(timeout, sql("SELECT 1").execute(self)).await {
+        let ping = async {
+            match self {
+                Db::Sqlite(pool) => match pool.try_acquire() {
+                    Some(mut conn) => sql("SELECT 1").execute(Target::SqliteTx(&mut conn)).await,
+                    None => Ok(0),
+                },
+                Db::Postgres(_) => sql("SELECT 1").execute(self).await,
+            }
+        };
+        match tokio::time::timeout(timeout, ping).await {
             Ok(done) => done.map(|_| ()),
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
@@ -174,14 +185,29 @@ impl Db {
         E: From<sqlx::Error>,
         F: for<'c> FnOnce(Tx<'c>) -> Work<'c, T, E>,
     {
+        // A commit or rollback that failed (a full disk, a lost connection) can leave the
+        // connection counting itself inside a transaction, and every later BEGIN on it would
+        // fail: such a connection is closed, not pooled again.
         match self {
             Db::Sqlite(pool) => {
-                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                commit_after(tx, move |conn| work(Tx::Sqlite(conn))).await
+                let mut conn = pool.acquire().await?;
+                let tx = conn
+                    .begin_with(sqlx::SqlStr::from_static("BEGIN IMMEDIATE"))
+                    .await?;
+                let done = commit_after(tx, move |conn| work(Tx::Sqlite(conn))).await;
+                if conn.is_in_transaction() {
+                    conn.close_on_drop();
+                }
+                done
             }
             Db::Postgres(pool) => {
-                let tx = pool.begin().await?;
-                commit_after(tx, move |conn| work(Tx::Postgres(conn))).await
+                let mut conn = pool.acquire().await?;
+                let tx = conn.begin().await?;
+                let done = commit_after(tx, move |conn| work(Tx::Postgres(conn))).await;
+                if conn.is_in_transaction() {
+                    conn.close_on_drop();
+                }
+                done
             }
         }
     }

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{
+    ColumnIndex, Connection, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type,
+};
 
 use super::StoreError;
 use super::batch::BatchRow;
@@ -477,15 +479,25 @@ where
 
     fn cleanup(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let mut tx = self.write.begin().await?;
-            let mut deleted = 0;
-            for sql in D::SQL.cleanup {
-                let done = sqlx::query::<D>(sql).bind(before).execute(&mut *tx).await?;
-                // The last statement deletes the instances themselves.
-                deleted = D::rows_affected(&done);
+            let mut conn = self.write.acquire().await?;
+            let deleted = async {
+                let mut tx = conn.begin().await?;
+                let mut deleted = 0;
+                for sql in D::SQL.cleanup {
+                    let done = sqlx::query::<D>(sql).bind(before).execute(&mut *tx).await?;
+                    // The last statement deletes the instances themselves.
+                    deleted = D::rows_affected(&done);
+                }
+                tx.commit().await?;
+                Ok::<_, StoreError>(deleted)
             }
-            tx.commit().await?;
-            Ok(deleted)
+            .await;
+            // A failed commit (a full disk) can leave the connection counting itself inside a
+            // transaction: close it rather than hand it to the writer.
+            if conn.is_in_transaction() {
+                conn.close_on_drop();
+            }
+            deleted
         })
     }
 
