@@ -3,6 +3,7 @@
 //! cannot starve the others (request bodies have their deadline in [`crate::api::read_body`]).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
@@ -27,9 +28,26 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// minute; its client asks again).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Connections the kernel completes and queues before `serve` accepts them: a burst of
+/// thousands of clients connecting at once waits there instead of being dropped and retried a
+/// second later (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// File descriptors kept free of client connections: the database pools, the engine's step
 /// calls, the log and database files.
 const RESERVED_FILES: u64 = 1024;
+
+/// Listens on `addr` with a deep accept queue.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves `app` on `listener` until `shutdown` completes, with at most `max_connections` client
 /// connections open at once: beyond it new connections wait in the listen queue until one

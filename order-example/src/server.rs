@@ -287,9 +287,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .open_store()
         .await
         .context("opening the saga store")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let engine_id = args
         .instance_id

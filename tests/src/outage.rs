@@ -32,6 +32,8 @@ pub struct HealthSample {
     pub status: Option<u16>,
     /// Whether a 503 carried a JSON `{"error"}` body.
     pub error_body: bool,
+    /// The reply (or the transport error) when it was not a 200.
+    pub problem: Option<String>,
 }
 
 /// Asks `GET /healthz` of one server every 50 ms on a thread of its own, until stopped.
@@ -64,6 +66,11 @@ impl HealthWatch {
                         took: at.elapsed(),
                         status: reply.as_ref().ok().map(|r| r.status),
                         error_body: reply.as_ref().is_ok_and(Reply::has_json_error),
+                        problem: match &reply {
+                            Ok(r) if r.status == 200 => None,
+                            Ok(r) => Some(r.to_string()),
+                            Err(e) => Some(e.clone()),
+                        },
                     };
                     samples.lock().expect("no poisoned lock").push(sample);
                     thread::sleep(HEALTH_EVERY);
@@ -194,17 +201,34 @@ impl RawConnection {
         self.read_reply()
     }
 
-    /// Whether the server has closed the connection: a read finds its end within `wait`.
+    /// Whether some bytes of a reply have arrived and wait to be read, without waiting.
+    pub fn has_reply_waiting(&mut self) -> bool {
+        if !self.buffer.is_empty() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let _ = self.stream.set_nonblocking(true);
+        let waiting = matches!(self.stream.peek(&mut byte), Ok(n) if n > 0);
+        let _ = self.stream.set_nonblocking(false);
+        waiting
+    }
+
+    /// Whether the server has closed the connection (after a last reply, if it sent one): a
+    /// read finds its end within `wait`.
     pub fn is_closed_by_peer(&mut self, wait: Duration) -> bool {
         let _ = self.stream.set_read_timeout(Some(wait));
-        let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                }
+            }
         }
     }
 }

@@ -101,6 +101,9 @@ pub(crate) trait Dialect: Database {
     const AFTER_FAILED_BATCH: Option<&'static str>;
     /// Group-commit writers working side by side.
     const WRITERS: usize;
+    /// Whether a ping that finds every read connection busy counts as an answer: a SQLite file
+    /// has no server that can go away, and under load its few connections are rarely idle.
+    const BUSY_ANSWERS_PING: bool;
     /// The rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
     /// The store's identity from what [`Statements::identity`] returned.
@@ -512,7 +515,14 @@ where
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            sqlx::query::<D>(D::SQL.ping).execute(&self.read).await?;
+            if D::BUSY_ANSWERS_PING {
+                let Some(mut conn) = self.read.try_acquire() else {
+                    return Ok(());
+                };
+                sqlx::query::<D>(D::SQL.ping).execute(&mut *conn).await?;
+            } else {
+                sqlx::query::<D>(D::SQL.ping).execute(&self.read).await?;
+            }
             Ok(())
         })
     }

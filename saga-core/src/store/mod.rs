@@ -404,7 +404,8 @@ impl Store {
     /// Runs a trivial query on a read connection: `Ok` when the database answers within
     /// `timeout`. A timeout is reported as [`sqlx::Error::PoolTimedOut`], so that the error
     /// [is unavailable](StoreError::is_unavailable) like any other sign of an unreachable
-    /// database.
+    /// database. On SQLite, a file with no server to lose, the query runs only on an idle read
+    /// connection, and every one of them busy counts as an answer.
     pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         match tokio::time::timeout(timeout, self.backend.ping()).await {
             Ok(result) => result,

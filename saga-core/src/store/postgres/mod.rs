@@ -20,6 +20,8 @@ impl Dialect for Postgres {
     // between: two writers overlap them (measured: one writer ~950 sagas/s, two ~1,300, three
     // or six no better).
     const WRITERS: usize = 2;
+    // A server: every connection busy may as well be every connection stuck.
+    const BUSY_ANSWERS_PING: bool = false;
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
