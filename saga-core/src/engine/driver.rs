@@ -28,8 +28,8 @@ const PERSIST_RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
 const PERSIST_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// How long a driver keeps trying one store write before it gives the saga up to be claimed
-/// again: enough to ride out a database restart or failover. The saga is parked, not failed:
-/// its lease runs out and this engine or another one resumes it from the store.
+/// again: enough to ride out a database restart or failover. The saga is left as stored, not
+/// failed: its lease runs out and this engine or another one resumes it from the store.
 const PERSIST_PATIENCE: Duration = Duration::from_secs(70);
 
 /// Call durations are measured in ms and reported in seconds, as Prometheus expects.
