@@ -149,7 +149,12 @@ impl Db {
                     Some(mut conn) => sql("SELECT 1").execute(Target::SqliteTx(&mut conn)).await,
                     None => Ok(0),
                 },
-                Db::Postgres(_) => sql("SELECT 1").execute(self).await,
+                // A connection the server dropped (a restart) fails once and is closed: the
+                // next try gets a fresh one.
+                Db::Postgres(_) => match sql("SELECT 1").execute(self).await {
+                    Err(_) => sql("SELECT 1").execute(self).await,
+                    done => done,
+                },
             }
         };
         match tokio::time::timeout(timeout, ping).await {

@@ -178,6 +178,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Tries of one [`Store::ping`] within its timeout.
+const PING_TRIES: u32 = 3;
+
 /// Connections of the PostgreSQL store at least: one writer and one reader.
 #[cfg(feature = "postgres")]
 const MIN_POSTGRES_CONNECTIONS: u32 = 2;
@@ -407,7 +410,19 @@ impl Store {
     /// database. On SQLite, a file with no server to lose, the query runs only on an idle read
     /// connection, and every one of them busy counts as an answer.
     pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
-        match tokio::time::timeout(timeout, self.backend.ping()).await {
+        let ping = async {
+            // A connection the server dropped (a restart) fails once and is closed: the next
+            // try gets a fresh one.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self.backend.ping().await {
+                    Err(e) if e.is_unavailable() && tries < PING_TRIES => continue,
+                    done => return done,
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, ping).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
         }
