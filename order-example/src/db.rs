@@ -21,8 +21,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{
-    Arguments, Database, Decode, Encode, FromRow, PgConnection, PgPool, Postgres, Sqlite,
-    SqliteConnection, SqlitePool, Transaction, Type,
+    Arguments, Connection, Database, Decode, Encode, FromRow, PgConnection, PgPool, Postgres,
+    Sqlite, SqliteConnection, SqlitePool, Transaction, Type,
 };
 
 /// The environment variable `serve` and `seed` read the PostgreSQL URL from when neither
@@ -138,6 +138,31 @@ pub enum Tx<'c> {
 pub type Work<'c, T, E> = BoxFuture<'c, Result<T, E>>;
 
 impl Db {
+    /// Whether the database answers (a health check): `SELECT 1` within `timeout`, a timeout
+    /// reported as the pool's [`sqlx::Error::PoolTimedOut`]. A SQLite file has no server to
+    /// lose, and its pool's one connection is busy most of the time under load: it is asked
+    /// only when that connection is idle, and a busy one counts as an answer.
+    pub async fn ping(&self, timeout: std::time::Duration) -> sqlx::Result<()> {
+        let ping = async {
+            match self {
+                Db::Sqlite(pool) => match pool.try_acquire() {
+                    Some(mut conn) => sql("SELECT 1").execute(Target::SqliteTx(&mut conn)).await,
+                    None => Ok(0),
+                },
+                // A connection the server dropped (a restart) fails once and is closed: the
+                // next try gets a fresh one.
+                Db::Postgres(_) => match sql("SELECT 1").execute(self).await {
+                    Err(_) => sql("SELECT 1").execute(self).await,
+                    done => done,
+                },
+            }
+        };
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(done) => done.map(|_| ()),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
     /// Runs `business` inside the barrier of the step call `saga` on this database and answers
     /// with saga_core's reply for the outcome (see [`SagaHeaders::call`]).
     pub async fn call<T, F>(&self, saga: &SagaHeaders, business: F) -> Response
@@ -165,14 +190,29 @@ impl Db {
         E: From<sqlx::Error>,
         F: for<'c> FnOnce(Tx<'c>) -> Work<'c, T, E>,
     {
+        // A commit or rollback that failed (a full disk, a lost connection) can leave the
+        // connection counting itself inside a transaction, and every later BEGIN on it would
+        // fail: such a connection is closed, not pooled again.
         match self {
             Db::Sqlite(pool) => {
-                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                commit_after(tx, move |conn| work(Tx::Sqlite(conn))).await
+                let mut conn = pool.acquire().await?;
+                let tx = conn
+                    .begin_with(sqlx::SqlStr::from_static("BEGIN IMMEDIATE"))
+                    .await?;
+                let done = commit_after(tx, move |conn| work(Tx::Sqlite(conn))).await;
+                if conn.is_in_transaction() {
+                    conn.close_on_drop();
+                }
+                done
             }
             Db::Postgres(pool) => {
-                let tx = pool.begin().await?;
-                commit_after(tx, move |conn| work(Tx::Postgres(conn))).await
+                let mut conn = pool.acquire().await?;
+                let tx = conn.begin().await?;
+                let done = commit_after(tx, move |conn| work(Tx::Postgres(conn))).await;
+                if conn.is_in_transaction() {
+                    conn.close_on_drop();
+                }
+                done
             }
         }
     }

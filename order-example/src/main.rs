@@ -11,6 +11,7 @@ mod db;
 mod demo;
 mod direct;
 mod faults;
+mod listen;
 mod model;
 mod saga;
 mod server;

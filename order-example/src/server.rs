@@ -21,6 +21,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::api::{self, Api};
 use crate::db::Location;
 use crate::faults::{Fault, Faults};
+use crate::listen;
 use crate::saga::{HttpSteps, PayOrder, PayOrderV1, SubmitOrder, SubmitOrderV1};
 use crate::services::{self, Services};
 
@@ -80,6 +81,13 @@ pub struct ServeArgs {
     /// default.
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// Most sagas the engine drives at once; a new submit beyond it answers 503.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Most client connections open at once (the engine's own step calls included); more wait
+    /// to be accepted. Capped by the open-files limit.
+    #[arg(long, default_value_t = 16_384)]
+    pub max_connections: usize,
 }
 
 /// The environment variable `serve` reads the operator token from when neither
@@ -279,9 +287,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .open_store()
         .await
         .context("opening the saga store")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let engine_id = args
         .instance_id
@@ -289,6 +296,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        // Shorter than the server's idle timeout, so a call never goes out on a connection the
+        // server is closing.
+        .pool_idle_timeout(listen::HEADER_TIMEOUT / 2)
         .build()
         .context("building the HTTP client")?;
     let steps = HttpSteps::new(http, &format!("http://{addr}"));
@@ -300,6 +310,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         step_timeout: Duration::from_millis(args.step_timeout_ms.max(1)),
         saga_deadline: Some(Duration::from_millis(args.saga_deadline_ms.max(1))),
         max_attempts: args.max_attempts.max(1),
+        max_in_flight: args.max_in_flight.max(1),
         ..EngineConfig::default()
     };
     let engine = Engine::builder(store)
@@ -325,11 +336,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("listening on http://{addr}");
     tracing::info!(%addr, instance = engine.engine_id(), "serving");
-    // The peer address limits failed console sign-ins per client.
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (_, room) = listen::raise_open_files_limit();
+    // The peer address limits failed console sign-ins per client: `listen` hands it to every
+    // request as `ConnectInfo`.
+    listen::serve(
+        listener,
+        app,
+        args.max_connections.min(room),
+        shutdown_signal(),
+    )
+    .await;
     engine.shutdown().await;
     telemetry.shutdown().await;
     Ok(())

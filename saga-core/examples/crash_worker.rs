@@ -205,6 +205,8 @@ mod worker {
             max_attempts: 10,
             retention: Duration::from_secs(3600),
             shutdown_grace: Duration::from_millis(100),
+            max_in_flight: 10_000,
+            submit_timeout: Duration::from_secs(5),
         };
         let engine = Engine::builder(store)
             .config(config)

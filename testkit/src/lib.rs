@@ -39,6 +39,28 @@ pub struct PgCluster {
     run_as: Option<String>,
 }
 
+/// How [`PgCluster::stop`] and [`PgCluster::restart`] shut the server down (`pg_ctl -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// `smart`: waits for every client to disconnect.
+    Smart,
+    /// `fast`: rolls back open transactions and disconnects every client.
+    Fast,
+    /// `immediate`: kills every server process at once, as a crash would; the next start
+    /// runs crash recovery.
+    Immediate,
+}
+
+impl StopMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Smart => "smart",
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        }
+    }
+}
+
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -47,7 +69,7 @@ static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Panics with an actionable message when the PostgreSQL binaries are not installed or the
 /// cluster does not start (its server log is included).
 pub fn postgres() -> &'static PgCluster {
-    CLUSTER.get_or_init(PgCluster::start)
+    CLUSTER.get_or_init(PgCluster::launch)
 }
 
 /// A fresh temporary directory, removed when the returned guard is dropped. Use it for SQLite
@@ -68,6 +90,39 @@ impl PgCluster {
     /// The TCP port the cluster listens on (on `127.0.0.1`).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server with `pg_ctl stop -m MODE` and waits until it is down. Every database
+    /// of the cluster is unreachable until [`PgCluster::start`]. A cluster shared by the tests
+    /// of one process goes down for all of them: keep such a test in a file of its own.
+    pub fn stop(&self, mode: StopMode) {
+        let mut cmd = self.pg_command("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-w", "-t", "60", "-m", mode.as_str(), "stop"]);
+        let out = run(&mut cmd, "pg_ctl");
+        if !out.status.success() {
+            panic!(
+                "pg_ctl stop -m {} failed: {}",
+                mode.as_str(),
+                describe(&out)
+            );
+        }
+    }
+
+    /// Starts the server again after [`PgCluster::stop`], on the same port, and waits until it
+    /// accepts connections (crash recovery included).
+    pub fn start(&self) {
+        if let Err(failure) = self.start_server() {
+            panic!("PostgreSQL did not start again: {failure}");
+        }
+    }
+
+    /// Stops the server with `mode` and starts it again (`pg_ctl restart -m MODE`), waiting
+    /// until it accepts connections.
+    pub fn restart(&self, mode: StopMode) {
+        self.stop(mode);
+        self.start();
     }
 
     /// Creates a new, empty database with a unique name (`test_{pid}_{n}`) and returns its URL.
@@ -109,7 +164,7 @@ impl PgCluster {
         self.base.join("data")
     }
 
-    fn start() -> PgCluster {
+    fn launch() -> PgCluster {
         let initdb = find_initdb();
         let bin_dir = initdb
             .parent()

@@ -23,6 +23,8 @@ pub struct Reply {
     pub text: String,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
 }
 
 impl Reply {
@@ -113,11 +115,15 @@ impl Api {
             .send()
             .map_err(|e| format!("{method} {url}: {}", error_chain(&e)))?;
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let retry_after = header(reqwest::header::RETRY_AFTER);
         let text = response
             .text()
             .map_err(|e| format!("{method} {url}: reading the body: {}", error_chain(&e)))?;
@@ -127,6 +133,7 @@ impl Api {
             body,
             text,
             content_type,
+            retry_after,
         })
     }
 
@@ -407,7 +414,9 @@ impl Api {
 
 /// Parses a complete HTTP/1.1 reply with a `content-length` (skipping `100 Continue`
 /// interim replies), or `None` when more bytes are needed.
-fn parse_complete_reply(raw: &[u8]) -> Option<Reply> {
+/// The first complete HTTP/1.1 reply in `raw` (skipping `100 Continue`), if it holds one: its
+/// head and a `Content-Length` body.
+pub fn parse_complete_reply(raw: &[u8]) -> Option<Reply> {
     let text = String::from_utf8_lossy(raw);
     let mut rest: &str = &text;
     loop {
@@ -421,11 +430,13 @@ fn parse_complete_reply(raw: &[u8]) -> Option<Reply> {
         }
         let mut length = None;
         let mut content_type = None;
+        let mut retry_after = None;
         for line in head.lines().skip(1) {
             if let Some((name, value)) = line.split_once(':') {
                 match name.trim().to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse::<usize>().ok(),
                     "content-type" => content_type = Some(value.trim().to_string()),
+                    "retry-after" => retry_after = Some(value.trim().to_string()),
                     _ => {}
                 }
             }
@@ -440,6 +451,7 @@ fn parse_complete_reply(raw: &[u8]) -> Option<Reply> {
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
             content_type,
+            retry_after,
         });
     }
 }

@@ -17,6 +17,8 @@
 //! - [`load`]: concurrent submitters that survive restarts, and a parallel map.
 //! - [`psql`]: one-shot SQL queries against a PostgreSQL URL.
 //! - [`otlp`]: [`OtlpReceiver`], an OTLP/HTTP trace receiver for `serve --otlp-endpoint`.
+//! - [`outage`]: watching `/healthz`, plain connections for thousands of clients, a tmpfs for a
+//!   full disk, SQLite integrity checks.
 //!
 //! ```no_run
 //! use acceptance::{Order, Server, ServerOptions, Storage, Seeded, check_invariants, wait_all_terminal};
@@ -39,6 +41,7 @@ pub mod invariants;
 pub mod load;
 pub mod order;
 pub mod otlp;
+pub mod outage;
 pub mod psql;
 pub mod server;
 

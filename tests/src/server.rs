@@ -70,6 +70,17 @@ impl Storage {
         }
     }
 
+    /// A fresh temporary `--data-dir` inside `parent` (a file system of the test's choosing).
+    pub fn sqlite_in(parent: &Path) -> Storage {
+        let dir = tempfile::Builder::new()
+            .prefix("saga-test-")
+            .tempdir_in(parent)
+            .unwrap_or_else(|e| panic!("cannot create a directory in {}: {e}", parent.display()));
+        Storage {
+            kind: StorageKind::DataDir(Arc::new(dir)),
+        }
+    }
+
     /// A fresh `--database-url` on the throwaway PostgreSQL cluster.
     pub fn postgres() -> Storage {
         Storage {
@@ -166,6 +177,8 @@ pub struct ServerOptions {
     /// Environment variables of the process, besides the test process's own (less the ones in
     /// [`CLEARED_ENV`]).
     pub env: Vec<(String, String)>,
+    /// `--max-in-flight`.
+    pub max_in_flight: Option<u64>,
 }
 
 /// Variables `serve` and `seed` read that a test process may have inherited: cleared for every
@@ -221,6 +234,12 @@ impl ServerOptions {
         self
     }
 
+    /// Sets `--max-in-flight`.
+    pub fn max_in_flight(mut self, sagas: u64) -> ServerOptions {
+        self.max_in_flight = Some(sagas);
+        self
+    }
+
     /// Sets `--instance-id`.
     pub fn instance_id(mut self, id: impl Into<String>) -> ServerOptions {
         self.instance_id = Some(id.into());
@@ -266,6 +285,7 @@ impl ServerOptions {
             ("--retry-initial-ms", self.retry_initial_ms),
             ("--retry-max-ms", self.retry_max_ms),
             ("--max-attempts", self.max_attempts),
+            ("--max-in-flight", self.max_in_flight),
         ];
         for (flag, value) in numbers {
             if let Some(value) = value {
@@ -364,6 +384,32 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The process id of the current run, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The resident set size of the current run in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// How many files (sockets included) the current run has open.
+    pub fn open_files(&self) -> Option<usize> {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()?))
+            .ok()
+            .map(|dir| dir.count())
+    }
+
+    /// The current run's stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.log_path("stderr")).unwrap_or_default()
     }
 
     /// Whether the process is still running.

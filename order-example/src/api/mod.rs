@@ -10,9 +10,11 @@ mod orders;
 mod reads;
 mod sagas;
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +31,17 @@ use crate::services::Services;
 
 /// Largest accepted request body, on every endpoint.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How long a request body may take to arrive, on every endpoint: a slow client cannot hold a
+/// handler (and its connection) for longer.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `Retry-After` of every 503: the store or a service's database is unreachable, or the engine
+/// is full; either is usually over within seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// How long `/healthz` waits for each database's answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shared state of the API routes.
 #[derive(Clone)]
@@ -49,10 +62,7 @@ pub struct Api {
 pub fn router(api: Api, participants: Router) -> Router {
     let console = console::router(api.engine.clone(), api.auth.clone());
     let routes = Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/busi/submitOrder", post(orders::submit_order))
         .route("/api/busi/payOrder", post(orders::pay_order))
@@ -123,7 +133,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        saga_core::http::error_response(self.status, self.message)
+        let mut response = saga_core::http::error_response(self.status, self.message);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
@@ -135,9 +151,8 @@ impl From<EngineError> for ApiError {
             | EngineError::PastPivot { .. } => ApiError::conflict(e.to_string()),
             EngineError::NotFound(_) => ApiError::not_found(e.to_string()),
             EngineError::InvalidGid(_) | EngineError::Input(_) => ApiError::invalid(e.to_string()),
-            EngineError::ShuttingDown | EngineError::Store(_) => {
-                ApiError::unavailable(e.to_string())
-            }
+            EngineError::Store(_) => ApiError::unavailable(e.to_string()),
+            _ if e.is_retriable() => ApiError::unavailable(e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }
     }
@@ -149,14 +164,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// Reads the whole body within [`BODY_LIMIT`]; 413 beyond it.
+/// Reads the whole body within [`BODY_LIMIT`] and [`BODY_TIMEOUT`]; 413 beyond the one, 408
+/// beyond the other.
 pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-        ApiError::new(
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {BODY_LIMIT} bytes"),
-        )
-    })
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// Parses a JSON body: 400 when it is not JSON, 422 when a field is missing, of the wrong type,
@@ -212,6 +236,34 @@ async fn json_errors(req: Request, next: Next) -> Response {
         status
     };
     ApiError::new(status, message).into_response()
+}
+
+/// `GET /healthz`: 200 `{"status": "ok"}` when the saga store and every service's database
+/// answer a trivial query within a second, else 503 `{"error"}` naming those that did not.
+async fn healthz(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let store = async {
+        let pinged = api.engine.store().ping(HEALTH_TIMEOUT).await;
+        ("saga store", pinged.map_err(|e| e.to_string()))
+    };
+    let services = api.services.named().map(|(name, db)| async move {
+        (
+            name,
+            db.ping(HEALTH_TIMEOUT).await.map_err(|e| e.to_string()),
+        )
+    });
+    let (store, services) = futures::join!(store, futures::future::join_all(services));
+    let unreachable: Vec<String> = std::iter::once(store)
+        .chain(services)
+        .filter_map(|(name, pinged)| pinged.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if unreachable.is_empty() {
+        Ok(Json(json!({ "status": "ok" })))
+    } else {
+        Err(ApiError::unavailable(format!(
+            "unreachable: {}",
+            unreachable.join("; ")
+        )))
+    }
 }
 
 /// `GET /metrics`: the Prometheus text, with the saga counts by status refreshed first (the

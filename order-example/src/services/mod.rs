@@ -79,6 +79,16 @@ impl Services {
         seed_if_fresh(&services).await?;
         Ok(services)
     }
+
+    /// The four databases with the names of their services.
+    pub fn named(&self) -> [(&'static str, &Db); 4] {
+        [
+            ("order database", &self.order),
+            ("stock database", &self.stock),
+            ("coupon database", &self.coupon),
+            ("payment database", &self.payment),
+        ]
+    }
 }
 
 /// Seeds the default data set unless it was seeded before. The marker row and the stock

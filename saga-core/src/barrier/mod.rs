@@ -715,11 +715,27 @@ impl Barrier {
             trace::continue_trace(&span, parent);
         }
         let result = async {
-            let tx = match begin {
-                Begin::Pool(pool) => pool.begin_with(DB::BEGIN).await?,
-                Begin::Savepoint(conn) => conn.begin().await?,
-            };
-            run_in_transaction::<DB, O, E, F>(tx, &key, business, before_commit).await
+            match begin {
+                Begin::Pool(pool) => {
+                    let mut conn = pool.acquire().await?;
+                    let tx = conn
+                        .begin_with(sqlx::SqlStr::from_static(DB::BEGIN))
+                        .await?;
+                    let result =
+                        run_in_transaction::<DB, O, E, F>(tx, &key, business, before_commit).await;
+                    // A commit or rollback that failed (a full disk, a lost connection) can
+                    // leave the connection counting itself inside a transaction, and every later
+                    // BEGIN on it would fail: such a connection is closed, not pooled again.
+                    if conn.is_in_transaction() {
+                        conn.close_on_drop();
+                    }
+                    result
+                }
+                Begin::Savepoint(conn) => {
+                    let tx = conn.begin().await?;
+                    run_in_transaction::<DB, O, E, F>(tx, &key, business, before_commit).await
+                }
+            }
         }
         .instrument(span.clone())
         .await;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::capacity::Slot;
 use super::{Engine, EngineError};
 use crate::machine::Event;
 use crate::store::{TransitionWrite, now_ms};
@@ -53,8 +54,20 @@ impl Engine {
         if !own.is_empty() {
             tracing::info!(count = own.len(), "taking back this engine's own leases");
         }
+        let mut left = 0;
         for gid in own {
-            self.spawn_from_store(&gid, Event::Start).await;
+            match self.inner.capacity.try_take() {
+                Some(slot) => self.spawn_from_store(&gid, Event::Start, slot).await,
+                None => left += 1,
+            }
+        }
+        if left > 0 {
+            // Their leases run out and they are claimed again, here once there is room or by
+            // another engine.
+            tracing::warn!(
+                left,
+                "more own sagas than max_in_flight; leaving the rest to be claimed"
+            );
         }
         Ok(())
     }
@@ -68,10 +81,10 @@ impl Engine {
         tokio::spawn(self.clone().unknown_loop());
     }
 
-    /// Loads a saga this engine has just claimed and drives it. A saga of an unknown definition
-    /// is released again and left alone for a lease, so that an engine that knows it (or a
-    /// later deployment) can take it.
-    async fn spawn_from_store(&self, gid: &str, event: Event) {
+    /// Loads a saga this engine has just claimed and drives it in `slot`. A saga of an unknown
+    /// definition is released again and left alone for a lease, so that an engine that knows
+    /// it (or a later deployment) can take it.
+    async fn spawn_from_store(&self, gid: &str, event: Event, slot: Slot) {
         let record = match self.inner.store.load(gid).await {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -83,7 +96,7 @@ impl Engine {
         match self.saga_for(&record) {
             Ok(saga) => {
                 let fence = record.fence;
-                self.spawn_record(saga, record, fence, event);
+                self.spawn_record(saga, record, fence, event, slot);
             }
             Err(e) => {
                 tracing::error!(gid, error = %e, "refusing to drive a saga of an unknown definition");
@@ -111,7 +124,7 @@ impl Engine {
     }
 
     /// Claims due sagas (free, or leased by a crashed engine, with a wake-up time passed) every
-    /// poll interval, and drives them.
+    /// poll interval, as many as there is room for, and drives them.
     async fn poll_loop(self) {
         let mut shutdown = self.inner.shutdown.subscribe();
         loop {
@@ -122,6 +135,10 @@ impl Engine {
             if self.is_shutting_down() {
                 return;
             }
+            let mut slots = self.inner.capacity.take_up_to(CLAIM_BATCH as usize);
+            if slots.is_empty() {
+                continue;
+            }
             let now = now_ms();
             let claimed = self
                 .inner
@@ -130,15 +147,16 @@ impl Engine {
                     &self.inner.engine_id,
                     self.lease_until(),
                     now,
-                    CLAIM_BATCH,
+                    slots.len() as u32,
                     &self.fingerprints(),
                 )
                 .await;
             match claimed {
                 Ok(gids) => {
                     for gid in gids {
+                        let Some(slot) = slots.pop() else { break };
                         tracing::info!(gid, "claimed a due saga");
-                        self.spawn_from_store(&gid, Event::Start).await;
+                        self.spawn_from_store(&gid, Event::Start, slot).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming due sagas failed"),
@@ -189,6 +207,9 @@ impl Engine {
                 if live {
                     continue;
                 }
+                let Some(slot) = self.inner.capacity.try_take() else {
+                    break;
+                };
                 match self
                     .inner
                     .store
@@ -197,7 +218,7 @@ impl Engine {
                 {
                     Ok(Some(_)) => {
                         tracing::info!(gid, "taking back an orphaned saga");
-                        self.spawn_from_store(&gid, Event::Start).await;
+                        self.spawn_from_store(&gid, Event::Start, slot).await;
                     }
                     Ok(None) => {}
                     Err(e) => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::capacity::Capacity;
 use super::id;
 use super::registry::{ErasedSaga, Registered};
 use super::{Engine, EngineError, Inner};
@@ -47,6 +48,15 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Default [`EngineConfig::shutdown_grace`]: lets a call within the default step timeout finish.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Default [`EngineConfig::max_in_flight`]: far above what two cores drive at once (some
+/// thousand sagas a second, each in flight for milliseconds), low enough that a flood of submits
+/// cannot grow the engine's memory, tasks and connections without bound.
+const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+
+/// Default [`EngineConfig::submit_timeout`]: a store that commits within this time is merely
+/// slow; beyond it the caller is better told to come back than kept waiting.
+const DEFAULT_SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Engine settings. [`EngineConfig::default`] matches the order example's defaults.
 #[derive(Debug, Clone)]
@@ -93,6 +103,15 @@ pub struct EngineConfig {
     pub retention: Duration,
     /// How long a graceful shutdown lets running step calls finish. Default: 5 s.
     pub shutdown_grace: Duration,
+    /// Most sagas this engine drives at once: submitted here, claimed by its poller, taken back
+    /// or resumed by an operator. A submit of a new saga beyond it is
+    /// [`EngineError::Overloaded`] and creates nothing; the poller claims no more than the room
+    /// left. Default: 10,000.
+    pub max_in_flight: usize,
+    /// How long a submit waits for the store to make the new saga durable before it answers
+    /// [`EngineError::Unavailable`]. The write may still land afterwards and the saga then
+    /// runs; a repeat of the submit finds it. Default: 5 s.
+    pub submit_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +127,8 @@ impl Default for EngineConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retention: DEFAULT_RETENTION,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            submit_timeout: DEFAULT_SUBMIT_TIMEOUT,
         }
     }
 }
@@ -188,6 +209,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Sets how many sagas the engine drives at once (at least one).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Sets how long a submit waits for the store.
+    pub fn submit_timeout(mut self, timeout: Duration) -> Self {
+        self.config.submit_timeout = timeout;
+        self
+    }
+
     /// Registers saga `S` with `handler`, its implementation of the generated `{S}Steps` trait.
     pub fn register<S, H>(mut self, handler: H) -> Self
     where
@@ -228,6 +261,7 @@ impl EngineBuilder {
         let mut config = self.config;
         config.engine_id = Some(id.id.clone());
         let (shutdown_tx, _) = watch::channel(false);
+        let capacity = Capacity::new(config.max_in_flight);
         let engine = Engine {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -236,6 +270,7 @@ impl EngineBuilder {
                 _id_hold: id.hold,
                 by_fingerprint,
                 by_name,
+                capacity,
                 drivers: Mutex::new(HashMap::new()),
                 waiters: Mutex::new(HashMap::new()),
                 shutdown: shutdown_tx,

@@ -27,9 +27,10 @@ const PERSIST_RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
 /// Cap of the doubling wait between tries of a failed store write.
 const PERSIST_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// Tries of one store write before the driver gives the saga up to be claimed again: with the
-/// delays above about 70 s, enough to ride out a database restart or failover.
-const PERSIST_TRIES: u32 = 40;
+/// How long a driver keeps trying one store write before it gives the saga up to be claimed
+/// again: enough to ride out a database restart or failover. The saga is left as stored, not
+/// failed: its lease runs out and this engine or another one resumes it from the store.
+const PERSIST_PATIENCE: Duration = Duration::from_secs(70);
 
 /// Call durations are measured in ms and reported in seconds, as Prometheus expects.
 const MS_PER_SECOND: f64 = 1000.0;
@@ -342,26 +343,51 @@ impl Driver {
         }
     }
 
-    /// Writes under the fence. Retries database errors for a while; `false` when the fence is
-    /// stale (another engine owns the saga) or the store stays unavailable.
+    /// Writes under the fence. Retries database errors for [`PERSIST_PATIENCE`]; `false` when
+    /// the fence is stale (another engine owns the saga) or the store stays unavailable. A try
+    /// cut short by the patience running out may still land; the fence keeps that harmless.
     async fn persist(&mut self, write: TransitionWrite) -> bool {
+        let until = tokio::time::Instant::now() + PERSIST_PATIENCE;
         let mut wait = PERSIST_RETRY_FIRST_DELAY;
-        for _ in 0..PERSIST_TRIES {
-            match self.inner.store.write(write.clone()).await {
-                Ok(true) => return true,
-                Ok(false) => {
+        let mut failures = 0u32;
+        loop {
+            let tried = tokio::time::timeout_at(until, self.inner.store.write(write.clone())).await;
+            match tried {
+                Ok(Ok(true)) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            failures,
+                            "persisted the transition after the store came back"
+                        );
+                    }
+                    return true;
+                }
+                Ok(Ok(false)) => {
                     tracing::warn!(fence = self.fence, "lease lost to another engine; stopping");
                     metrics::counter!("saga_fenced_writes_total").increment(1);
                     return false;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "persisting a transition failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(PERSIST_RETRY_MAX_DELAY);
+                Ok(Err(e)) => {
+                    failures += 1;
+                    // The first failure says what is wrong; the retries that follow are noise.
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "persisting a transition failed; retrying");
+                    } else {
+                        tracing::debug!(error = %e, failures, "persisting a transition failed again");
+                    }
                 }
+                Err(_) => break,
             }
+            if tokio::time::Instant::now() + wait >= until {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(PERSIST_RETRY_MAX_DELAY);
         }
-        tracing::error!("store unavailable; leaving the saga to be claimed again");
+        tracing::error!(
+            patience_s = PERSIST_PATIENCE.as_secs(),
+            "store unavailable; leaving the saga to be claimed again"
+        );
         false
     }
 

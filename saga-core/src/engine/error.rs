@@ -84,4 +84,35 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The engine drives as many sagas as it may at once
+    /// ([`EngineConfig::max_in_flight`](super::EngineConfig::max_in_flight)); nothing was
+    /// created. Submit again later.
+    #[error("the engine drives {limit} sagas already, as many as it may at once; try again later")]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
+    /// The store did not make the submit durable within
+    /// [`EngineConfig::submit_timeout`](super::EngineConfig::submit_timeout). The write may
+    /// still land, and the saga then runs: submit again later, which finds it.
+    #[error("the saga store did not answer within {} ms; try again later", .waited.as_millis())]
+    Unavailable {
+        /// How long the submit waited.
+        waited: std::time::Duration,
+    },
+}
+
+impl EngineError {
+    /// Whether the same call may succeed later without any change: the engine is overloaded,
+    /// shutting down, or its store is unavailable or [transient](StoreError::is_transient)ly
+    /// failing. An HTTP front answers these with 503 and `Retry-After`.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            EngineError::Store(e) => e.is_transient(),
+            EngineError::Overloaded { .. }
+            | EngineError::Unavailable { .. }
+            | EngineError::ShuttingDown => true,
+            _ => false,
+        }
+    }
 }

@@ -50,6 +50,7 @@
 //! ```
 
 mod background;
+mod capacity;
 mod config;
 mod driver;
 mod error;
@@ -78,6 +79,7 @@ pub use submit::{MAX_GID_LEN, SubmitOptions, Submitted, Waited};
 pub use versions::UnknownDefinition;
 pub use view::{SagaView, StepView};
 
+use capacity::{Capacity, Slot};
 use driver::Control;
 use registry::ErasedSaga;
 
@@ -102,6 +104,8 @@ pub(crate) struct Inner {
     by_fingerprint: HashMap<String, Arc<dyn ErasedSaga>>,
     /// The newest registered version of each saga, by name: what a submit creates.
     by_name: HashMap<String, Arc<dyn ErasedSaga>>,
+    /// The slots of the sagas driven at once ([`EngineConfig::max_in_flight`]).
+    pub(crate) capacity: Arc<Capacity>,
     /// The driver of each saga driven in this process, by gid.
     drivers: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
     /// Callers of [`Engine::wait`], by gid: told when a local driver of that gid stops.
@@ -192,13 +196,15 @@ impl Engine {
             })
     }
 
-    /// Drives a stored saga that this engine holds under `fence`, starting with `event`.
+    /// Drives a stored saga that this engine holds under `fence`, starting with `event`, in
+    /// `slot`.
     fn spawn_record(
         &self,
         saga: Arc<dyn ErasedSaga>,
         record: InstanceRecord,
         fence: i64,
         event: Event,
+        slot: Slot,
     ) {
         let input = match saga.decode_input(&record.input) {
             Ok(i) => i,
@@ -210,22 +216,25 @@ impl Engine {
         let traceparent = record
             .traceparent
             .unwrap_or_else(|| TraceParent::derived(&record.gid));
-        self.spawn_driver(driver::Start {
-            saga,
-            gid: record.gid,
-            fence,
-            input,
-            state: record.state,
-            deadline_at: record.deadline_at,
-            commands: Vec::new(),
-            event: Some(event),
-            traceparent,
-        });
+        self.spawn_driver(
+            driver::Start {
+                saga,
+                gid: record.gid,
+                fence,
+                input,
+                state: record.state,
+                deadline_at: record.deadline_at,
+                commands: Vec::new(),
+                event: Some(event),
+                traceparent,
+            },
+            slot,
+        );
     }
 
-    /// Starts a driver task and registers it under its gid, replacing (and stopping) an older
-    /// driver of the same gid in this process.
-    fn spawn_driver(&self, start: driver::Start) {
+    /// Starts a driver task in `slot`, which it holds until it stops, and registers it under
+    /// its gid, replacing (and stopping) an older driver of the same gid in this process.
+    fn spawn_driver(&self, start: driver::Start, slot: Slot) {
         let (tx, rx) = mpsc::unbounded_channel();
         let gid = start.gid.clone();
         if let Ok(mut d) = self.inner.drivers.lock() {
@@ -245,6 +254,7 @@ impl Engine {
                 d.remove(&gid);
                 metrics::gauge!("saga_in_flight").set(d.len() as f64);
             }
+            drop(slot);
             submit::wake_waiters(&engine.inner, &gid);
         });
     }

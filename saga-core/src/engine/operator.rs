@@ -84,6 +84,13 @@ impl Engine {
             event => event,
         };
         let saga = self.saga_for(&record)?;
+        let slot = self
+            .inner
+            .capacity
+            .try_take()
+            .ok_or(EngineError::Overloaded {
+                limit: self.inner.capacity.limit(),
+            })?;
         let Some(fence) = self
             .inner
             .store
@@ -98,7 +105,7 @@ impl Engine {
             .load(&record.gid)
             .await?
             .ok_or_else(|| EngineError::NotFound(record.gid.clone()))?;
-        self.spawn_record(saga, record, fence, event);
+        self.spawn_record(saga, record, fence, event, slot);
         Ok(())
     }
 }

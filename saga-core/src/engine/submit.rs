@@ -4,26 +4,36 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use super::capacity::Slot;
 use super::registry::ErasedSaga;
 use super::{Engine, EngineError, Inner, SagaView, driver};
+use crate::definition::SagaDefinition;
 use crate::machine::{self, Event, SagaState, SagaStatus};
 use crate::step::Saga;
-use crate::store::{Inserted, NewInstance, now_ms};
+use crate::store::{Inserted, InstanceRecord, NewInstance, now_ms};
 use crate::trace::{self, TraceParent};
 
 /// Longest accepted gid, in bytes.
 pub const MAX_GID_LEN: usize = 128;
 
 /// How often a waiter looks at the store while a driver in this process is on its saga: the
-/// driver's wake-up is what counts, this only covers a missed one.
-const POLL_WHILE_DRIVEN_HERE: Duration = Duration::from_millis(1000);
+/// driver's wake-up is what counts, this only covers a missed one. Seldom, so that thousands of
+/// waiting callers cost the store little.
+const POLL_WHILE_DRIVEN_HERE: Duration = Duration::from_secs(5);
 
 /// How often a waiter looks at the store while the saga is driven by another engine, which
 /// cannot wake it: short, as `submit_and_wait` callers are waiting on it.
 const POLL_WHILE_DRIVEN_ELSEWHERE: Duration = Duration::from_millis(100);
+
+/// `every`, give or take half of it at random: waiters that began together (a burst of
+/// submits) look at the store at different moments instead of all at once.
+fn spread(every: Duration) -> Duration {
+    every.mul_f64(rand::rng().random_range(0.5..1.5))
+}
 
 /// The fence of a saga this engine has just created: the insert is its first claim.
 const FIRST_FENCE: i64 = 1;
@@ -111,6 +121,40 @@ impl Waited {
     }
 }
 
+/// The answer to a submit that found `existing` under its gid, with the same definition: the
+/// saga as it is for an equal input, a conflict for another one.
+fn repeat(
+    gid: &str,
+    existing: &InstanceRecord,
+    input_json: &serde_json::Value,
+) -> Result<Submitted, EngineError> {
+    if existing.input != *input_json {
+        return Err(EngineError::Conflict {
+            gid: gid.to_string(),
+            what: "input",
+        });
+    }
+    Ok(Submitted {
+        gid: gid.to_string(),
+        created: false,
+        status: existing.state.status,
+        reason: existing.state.reason.clone(),
+    })
+}
+
+/// A submit of `def` that found an instance of saga `found` (by name) under `gid`, of another
+/// definition.
+fn conflict(gid: &str, def: &SagaDefinition, found: &str) -> EngineError {
+    EngineError::Conflict {
+        gid: gid.to_string(),
+        what: if found == def.name {
+            "definition"
+        } else {
+            "saga"
+        },
+    }
+}
+
 /// Checks a gid: 1 to [`MAX_GID_LEN`] bytes of `[A-Za-z0-9_.:-]`.
 pub(crate) fn validate_gid(gid: &str) -> Result<(), EngineError> {
     if gid.is_empty() || gid.len() > MAX_GID_LEN {
@@ -134,6 +178,14 @@ impl Engine {
     /// Submits saga `S` with `input` under `gid`, persists it, and starts driving it at once.
     /// Idempotent by gid: the same gid with an equal input returns the existing saga; a
     /// different input (or saga) is [`EngineError::Conflict`] and changes nothing.
+    ///
+    /// A new saga needs room: when the engine drives
+    /// [`EngineConfig::max_in_flight`](super::EngineConfig::max_in_flight) sagas already, the
+    /// gid is looked up and a repeat answered as usual, anything else is
+    /// [`EngineError::Overloaded`] and creates nothing. A store that does not make the saga
+    /// durable within [`EngineConfig::submit_timeout`](super::EngineConfig::submit_timeout) is
+    /// [`EngineError::Unavailable`]; the saga is created only once durable, and a write that
+    /// lands after the timeout still starts its driver.
     ///
     /// The saga's trace continues the current span's when it is recorded in OpenTelemetry
     /// (feature `opentelemetry`), else it is a new one; [`Engine::submit_with`] takes the
@@ -196,16 +248,64 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        let def = S::definition();
         let saga = self.registered::<S>()?;
         let input_json = serde_json::to_value(input).map_err(EngineError::Input)?;
+        let timeout = self.inner.config.submit_timeout;
+        let Some(slot) = self.inner.capacity.try_take() else {
+            let found = tokio::time::timeout(timeout, self.find_repeat(gid, &saga, &input_json));
+            return match found.await {
+                Ok(Ok(Some(submitted))) => Ok(submitted),
+                Ok(Ok(None)) => {
+                    metrics::counter!("saga_submits_refused_total", "saga" => saga.definition().name)
+                        .increment(1);
+                    Err(EngineError::Overloaded {
+                        limit: self.inner.capacity.limit(),
+                    })
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(EngineError::Unavailable { waited: timeout }),
+            };
+        };
+        // The insert and the driver it starts run as a task of their own, so that a caller who
+        // stops waiting (the timeout below, a closed connection) never leaves a saga undriven.
+        let engine = self.clone();
+        let task = tokio::spawn(
+            {
+                let gid = gid.to_string();
+                async move {
+                    engine
+                        .create(gid, saga, input_json, traceparent, slot)
+                        .await
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down.
+            Ok(Err(_)) => Err(EngineError::ShuttingDown),
+            Err(_) => Err(EngineError::Unavailable { waited: timeout }),
+        }
+    }
+
+    /// Inserts a new saga and drives it in `slot`, or answers a repeat of an existing one.
+    async fn create(
+        &self,
+        gid: String,
+        saga: Arc<dyn ErasedSaga>,
+        input_json: serde_json::Value,
+        traceparent: TraceParent,
+        slot: Slot,
+    ) -> Result<Submitted, EngineError> {
+        let def = saga.definition();
         let now = now_ms();
         // Take the first transition before the insert, so the first calls are counted in the
         // commit that creates the saga.
         let (state, commands) =
             machine::transition(def, &self.limits(), &SagaState::new(def), Event::Start);
         let new = NewInstance {
-            gid: gid.to_string(),
+            gid: gid.clone(),
             saga: def.name.to_string(),
             fingerprint: saga.fingerprint().to_string(),
             input: input_json.clone(),
@@ -227,19 +327,22 @@ impl Engine {
                 metrics::counter!("saga_started_total", "saga" => def.name).increment(1);
                 tracing::debug!(gid, saga = def.name, "saga submitted");
                 let input_any = saga.decode_input(&input_json).map_err(EngineError::Input)?;
-                self.spawn_driver(driver::Start {
-                    saga,
-                    gid: gid.to_string(),
-                    fence: FIRST_FENCE,
-                    input: input_any,
-                    state,
-                    deadline_at,
-                    commands,
-                    event: None,
-                    traceparent,
-                });
+                self.spawn_driver(
+                    driver::Start {
+                        saga,
+                        gid: gid.clone(),
+                        fence: FIRST_FENCE,
+                        input: input_any,
+                        state,
+                        deadline_at,
+                        commands,
+                        event: None,
+                        traceparent,
+                    },
+                    slot,
+                );
                 Ok(Submitted {
-                    gid: gid.to_string(),
+                    gid,
                     created: true,
                     status: SagaStatus::Running,
                     reason: None,
@@ -252,30 +355,29 @@ impl Engine {
                     fingerprint,
                     "the gid holds an instance of another definition"
                 );
-                Err(EngineError::Conflict {
-                    gid: gid.to_string(),
-                    what: if saga == def.name {
-                        "definition"
-                    } else {
-                        "saga"
-                    },
-                })
+                Err(conflict(&gid, def, &saga))
             }
-            Inserted::Exists(existing) => {
-                if existing.input != input_json {
-                    return Err(EngineError::Conflict {
-                        gid: gid.to_string(),
-                        what: "input",
-                    });
-                }
-                Ok(Submitted {
-                    gid: gid.to_string(),
-                    created: false,
-                    status: existing.state.status,
-                    reason: existing.state.reason,
-                })
-            }
+            Inserted::Exists(existing) => repeat(&gid, &existing, &input_json),
         }
+    }
+
+    /// The answer to a repeat of an existing saga `gid`, read from the store: `None` when
+    /// there is no such saga.
+    async fn find_repeat(
+        &self,
+        gid: &str,
+        saga: &Arc<dyn ErasedSaga>,
+        input_json: &serde_json::Value,
+    ) -> Result<Option<Submitted>, EngineError> {
+        let Some(existing) = self.inner.store.load(gid).await? else {
+            return Ok(None);
+        };
+        let def = saga.definition();
+        if (existing.saga.as_str(), existing.fingerprint.as_str()) != (def.name, saga.fingerprint())
+        {
+            return Err(conflict(gid, def, &existing.saga));
+        }
+        repeat(gid, &existing, input_json).map(Some)
     }
 
     /// The registered saga a submit of `S` creates: `S` itself, if it is registered and is the
@@ -331,7 +433,7 @@ impl Engine {
         // store can wait for its driver's word.
         if self.driven_here(gid) {
             let now = tokio::time::Instant::now();
-            let poll = POLL_WHILE_DRIVEN_HERE.min(until.saturating_duration_since(now));
+            let poll = spread(POLL_WHILE_DRIVEN_HERE).min(until.saturating_duration_since(now));
             let _ = tokio::time::timeout(poll, notify.notified()).await;
         }
         loop {
@@ -350,9 +452,9 @@ impl Engine {
             // wake-up if it comes before we sleep); sagas driven elsewhere are polled, less
             // often when a driver here is on it.
             let poll = if self.driven_here(gid) {
-                POLL_WHILE_DRIVEN_HERE
+                spread(POLL_WHILE_DRIVEN_HERE)
             } else {
-                POLL_WHILE_DRIVEN_ELSEWHERE
+                spread(POLL_WHILE_DRIVEN_ELSEWHERE)
             };
             let _ = tokio::time::timeout((until - now).min(poll), notify.notified()).await;
         }

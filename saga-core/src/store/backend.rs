@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{
+    ColumnIndex, Connection, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type,
+};
 
 use super::StoreError;
 use super::batch::BatchRow;
@@ -53,6 +55,8 @@ pub(crate) struct Statements {
     pub cleanup: [&'static str; 3],
     /// What identifies the store's database (see [`Dialect::identity`]).
     pub identity: &'static str,
+    /// A trivial query that tells whether the database answers.
+    pub ping: &'static str,
 }
 
 /// The [`Statements`] of a dialect, read from the `.sql` files beside the module that invokes it
@@ -80,6 +84,7 @@ macro_rules! statements {
                 include_str!("cleanup_instances.sql"),
             ],
             identity: include_str!("identity.sql"),
+            ping: include_str!("ping.sql"),
         }
     };
 }
@@ -96,6 +101,9 @@ pub(crate) trait Dialect: Database {
     const AFTER_FAILED_BATCH: Option<&'static str>;
     /// Group-commit writers working side by side.
     const WRITERS: usize;
+    /// Whether a ping that finds every read connection busy counts as an answer: a SQLite file
+    /// has no server that can go away, and under load its few connections are rarely idle.
+    const BUSY_ANSWERS_PING: bool;
     /// The rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
     /// The store's identity from what [`Statements::identity`] returned.
@@ -213,6 +221,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// What identifies the store's database: the SQLite file's canonical path, or
     /// `{database}/{schema}` as the PostgreSQL server names them.
     fn identity(&self) -> BoxFuture<'_, Result<String, StoreError>>;
+    /// Runs the ping statement on a read connection.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Takes an exclusive hold on engine id `id` that lasts as long as the returned value: on
     /// SQLite an OS lock on a file beside the store file, on PostgreSQL a session advisory lock
     /// on a connection of its own. `None` when another engine, of this process or another,
@@ -472,15 +482,25 @@ where
 
     fn cleanup(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let mut tx = self.write.begin().await?;
-            let mut deleted = 0;
-            for sql in D::SQL.cleanup {
-                let done = sqlx::query::<D>(sql).bind(before).execute(&mut *tx).await?;
-                // The last statement deletes the instances themselves.
-                deleted = D::rows_affected(&done);
+            let mut conn = self.write.acquire().await?;
+            let deleted = async {
+                let mut tx = conn.begin().await?;
+                let mut deleted = 0;
+                for sql in D::SQL.cleanup {
+                    let done = sqlx::query::<D>(sql).bind(before).execute(&mut *tx).await?;
+                    // The last statement deletes the instances themselves.
+                    deleted = D::rows_affected(&done);
+                }
+                tx.commit().await?;
+                Ok::<_, StoreError>(deleted)
             }
-            tx.commit().await?;
-            Ok(deleted)
+            .await;
+            // A failed commit (a full disk) can leave the connection counting itself inside a
+            // transaction: close it rather than hand it to the writer.
+            if conn.is_in_transaction() {
+                conn.close_on_drop();
+            }
+            deleted
         })
     }
 
@@ -490,6 +510,20 @@ where
                 .fetch_one(&self.read)
                 .await?;
             D::identity(found)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if D::BUSY_ANSWERS_PING {
+                let Some(mut conn) = self.read.try_acquire() else {
+                    return Ok(());
+                };
+                sqlx::query::<D>(D::SQL.ping).execute(&mut *conn).await?;
+            } else {
+                sqlx::query::<D>(D::SQL.ping).execute(&self.read).await?;
+            }
+            Ok(())
         })
     }
 

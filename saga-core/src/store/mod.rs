@@ -76,18 +76,26 @@ pub enum StoreError {
     /// The store's writer task has stopped.
     #[error("the store's writer has stopped")]
     Closed,
+    /// The group-commit batch this write was part of failed as a whole with this error, which
+    /// every write of the batch shares (the database was unavailable).
+    #[error(transparent)]
+    Batch(Arc<StoreError>),
 }
 
 impl StoreError {
     /// Whether the database refused the statement for a reason that goes away when it is
     /// tried again: a deadlock, a serialization failure, a lock timeout, a busy SQLite file, a
-    /// pool with no free connection in time.
+    /// pool with no free connection in time, or the database being
+    /// [unavailable](StoreError::is_unavailable).
     pub fn is_transient(&self) -> bool {
-        let StoreError::Database(e) = self else {
+        if self.is_unavailable() {
+            return true;
+        }
+        let StoreError::Database(e) = self.root() else {
             return false;
         };
         let sqlx::Error::Database(e) = e else {
-            return matches!(e, sqlx::Error::PoolTimedOut);
+            return false;
         };
         matches!(
             e.code().as_deref(),
@@ -97,6 +105,51 @@ impl StoreError {
             | Some("5" | "6" | "261" | "262" | "517")
         )
     }
+
+    /// Whether the database cannot be reached or cannot write for now: the connection was
+    /// lost or refused, no connection came in time, the server is shutting down, starting up or
+    /// out of connections, or the disk is full or failing. Such an error goes away once the
+    /// database is back, so it is [transient](StoreError::is_transient) too.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self.root() else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(e) => e.code().is_some_and(|code| unavailable_code(&code)),
+            _ => false,
+        }
+    }
+
+    /// The error itself, or the one its batch failed with.
+    fn root(&self) -> &StoreError {
+        match self {
+            StoreError::Batch(e) => e.root(),
+            e => e,
+        }
+    }
+}
+
+/// Whether a database error code says the database is unavailable (see
+/// [`StoreError::is_unavailable`]).
+fn unavailable_code(code: &str) -> bool {
+    // PostgreSQL: class 08 (connection exception), disk_full, too_many_connections,
+    // admin_shutdown, crash_shutdown, cannot_connect_now, io_error.
+    if code.starts_with("08")
+        || matches!(
+            code,
+            "53100" | "53300" | "57P01" | "57P02" | "57P03" | "58030"
+        )
+    {
+        return true;
+    }
+    // SQLite (extended codes): SQLITE_IOERR and its extended codes, SQLITE_FULL,
+    // SQLITE_CANTOPEN.
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 10 | 13 | 14))
 }
 
 /// Milliseconds since the Unix epoch: the unit of every timestamp in the store.
@@ -124,6 +177,9 @@ impl std::fmt::Debug for Store {
             .finish()
     }
 }
+
+/// Tries of one [`Store::ping`] within its timeout.
+const PING_TRIES: u32 = 3;
 
 /// Connections of the PostgreSQL store at least: one writer and one reader.
 #[cfg(feature = "postgres")]
@@ -346,6 +402,30 @@ impl Store {
     /// Gives up every lease this owner holds (graceful shutdown).
     pub(crate) async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
         self.backend.release_owner(owner).await
+    }
+
+    /// Runs a trivial query on a read connection: `Ok` when the database answers within
+    /// `timeout`. A timeout is reported as [`sqlx::Error::PoolTimedOut`], so that the error
+    /// [is unavailable](StoreError::is_unavailable) like any other sign of an unreachable
+    /// database. On SQLite, a file with no server to lose, the query runs only on an idle read
+    /// connection, and every one of them busy counts as an answer.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let ping = async {
+            // A connection the server dropped (a restart) fails once and is closed: the next
+            // try gets a fresh one.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self.backend.ping().await {
+                    Err(e) if e.is_unavailable() && tries < PING_TRIES => continue,
+                    done => return done,
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// What identifies the store's database: the SQLite file's canonical path, or

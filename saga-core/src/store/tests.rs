@@ -76,6 +76,7 @@ on_both_dialects!(
     cleanup_deletes_only_old_finished_instances,
     pages_of_the_listing_filter_and_follow_the_cursor,
     the_trace_context_is_kept_and_an_older_store_upgrades_in_place,
+    a_reachable_database_answers_the_ping,
 );
 
 fn new_instance(gid: &str, fingerprint: &str, steps: &[&str]) -> NewInstance {
@@ -736,4 +737,38 @@ async fn a_write_that_stays_refused_reports_a_transient_error_with_its_code() {
         "lock_not_available is kept"
     );
     unlock.abort();
+}
+
+async fn a_reachable_database_answers_the_ping(dialect: Dialect) {
+    let db = open(dialect).await;
+    db.store
+        .ping(Duration::from_secs(1))
+        .await
+        .expect("the database answers");
+}
+
+#[test]
+fn errors_of_an_unreachable_database_are_unavailable_and_transient() {
+    let refused = || {
+        StoreError::Database(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )))
+    };
+    let unavailable = [
+        refused(),
+        StoreError::Database(sqlx::Error::PoolTimedOut),
+        StoreError::Batch(Arc::new(refused())),
+    ];
+    for e in &unavailable {
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(e.is_transient(), "{e:?}");
+    }
+    for code in ["08006", "57P01", "57P03", "53100", "13", "10", "778", "14"] {
+        assert!(unavailable_code(code), "{code}");
+    }
+    for code in ["23505", "42P01", "40001", "5", "1", "19"] {
+        assert!(!unavailable_code(code), "{code}");
+    }
+    let config = StoreError::Config("bad".into());
+    assert!(!config.is_unavailable() && !config.is_transient());
 }

@@ -2,7 +2,7 @@
 //! them in one transaction, so that one fsync serves them all. Written once over [`Backend`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -25,9 +25,12 @@ const QUEUE_CAPACITY: usize = 4096;
 pub(crate) const BATCH_LIMIT: usize = 256;
 
 /// How often a batch that failed for a transient reason (deadlock, serialization failure,
-/// lock timeout, busy file) is tried again before its callers hear the error, and the first
-/// pause; each pause doubles up to [`TRANSIENT_BACKOFF_MAX`].
+/// lock timeout, busy file, an unavailable database) is tried again before its callers hear
+/// the error, and the first pause; each pause doubles up to [`TRANSIENT_BACKOFF_MAX`]. No
+/// try starts later than [`TRANSIENT_PATIENCE`] after the first failure: while the database is
+/// down each try may wait for a connection, and callers retry on their own terms.
 const TRANSIENT_RETRIES: u32 = 8;
+const TRANSIENT_PATIENCE: Duration = Duration::from_secs(3);
 const TRANSIENT_BACKOFF: Duration = Duration::from_millis(10);
 const TRANSIENT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -38,6 +41,9 @@ pub(crate) struct WriterStats {
     pub commits: AtomicU64,
     /// Writes applied.
     pub writes: AtomicU64,
+    /// Whether the last batch failed because the database was unavailable: logged once when
+    /// it begins and once when it ends, not for every batch.
+    pub unavailable: AtomicBool,
 }
 
 /// Starts the backend's writers on one shared queue.
@@ -89,6 +95,14 @@ async fn run(
                     let _ = reply.send(Err(e));
                 }
             }
+            Err(e) if e.is_unavailable() => {
+                // Tried again already: the database is unavailable for every write alike, so
+                // each caller hears the batch's error.
+                let shared = Arc::new(e);
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Batch(shared.clone())));
+                }
+            }
             Err(e) => {
                 // One bad write must not fail its neighbours: each is tried on its own.
                 tracing::debug!(error = %e, writes = batch.len(), "batch failed; writing one by one");
@@ -110,6 +124,7 @@ async fn apply(
     let plan = BatchPlan::new(ops);
     let mut pause = TRANSIENT_BACKOFF;
     let mut retries = 0;
+    let mut first_failure: Option<Instant> = None;
     loop {
         let started = Instant::now();
         match backend.write_batch(&plan.params).await {
@@ -118,11 +133,21 @@ async fn apply(
                     .record(started.elapsed().as_secs_f64());
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.writes.fetch_add(ops.len() as u64, Ordering::Relaxed);
+                if stats.unavailable.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the saga store accepts writes again");
+                }
                 return Ok(plan.outcomes(rows));
             }
             Err(e) => {
                 let e = StoreError::from(e);
-                if !e.is_transient() || retries == TRANSIENT_RETRIES {
+                let failing_for = first_failure.get_or_insert_with(Instant::now).elapsed();
+                if !e.is_transient()
+                    || retries == TRANSIENT_RETRIES
+                    || failing_for + pause > TRANSIENT_PATIENCE
+                {
+                    if e.is_unavailable() && !stats.unavailable.swap(true, Ordering::Relaxed) {
+                        tracing::error!(error = %e, "the saga store cannot be written; its writes fail until it can");
+                    }
                     return Err(e);
                 }
                 retries += 1;

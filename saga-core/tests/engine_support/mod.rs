@@ -317,6 +317,8 @@ pub fn config(engine_id: &str) -> EngineConfig {
         max_attempts: 5,
         retention: Duration::from_secs(7 * 24 * 3600),
         shutdown_grace: Duration::from_millis(200),
+        max_in_flight: 10_000,
+        submit_timeout: Duration::from_secs(5),
     }
 }
 

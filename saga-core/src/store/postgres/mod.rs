@@ -2,6 +2,7 @@
 //! instances with `FOR UPDATE SKIP LOCKED`, so engines never wait on each other's rows.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
@@ -19,6 +20,8 @@ impl Dialect for Postgres {
     // between: two writers overlap them (measured: one writer ~950 sagas/s, two ~1,300, three
     // or six no better).
     const WRITERS: usize = 2;
+    // A server: every connection busy may as well be every connection stuck.
+    const BUSY_ANSWERS_PING: bool = false;
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
@@ -53,11 +56,18 @@ impl Dialect for Postgres {
     }
 }
 
+/// How long a statement waits for a connection of a pool: long enough to queue behind a busy
+/// pool, short enough that a server that is down is reported within seconds (sqlx keeps trying
+/// to connect until then) instead of after its default of 30 s.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Takes the session's hold on an engine id's key.
 const HOLD_ENGINE_ID: &str = include_str!("hold_engine_id.sql");
 
 /// Opens a pool of `max` connections to `url`. With `schema`, every connection's `search_path`
-/// is set to that schema (created if missing), so several services can share one database.
+/// is set to that schema (created if missing), so several services can share one database, and
+/// its `application_name` too, so that the server's `pg_stat_activity` tells the pools apart. A
+/// statement waits at most 5 s for a connection (see [`StoreError::is_unavailable`]).
 pub async fn open_pool(url: &str, schema: Option<&str>, max: u32) -> Result<PgPool, StoreError> {
     open_pool_with(url, schema, max, &[]).await
 }
@@ -120,11 +130,14 @@ async fn open_pool_with(
             }
         }
         pool.close().await;
-        options = options.options([("search_path", schema)]);
+        options = options
+            .options([("search_path", schema)])
+            .application_name(schema);
     }
     options = options.options(settings.iter().copied());
     PgPoolOptions::new()
         .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // No ping before each use: a broken connection fails its statement, which is retried,
         // and a round trip saved on every acquire is most of a short statement's cost.
         .test_before_acquire(false)

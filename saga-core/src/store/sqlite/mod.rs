@@ -25,6 +25,8 @@ impl Dialect for Sqlite {
     const AFTER_FAILED_BATCH: Option<&'static str> = Some("ROLLBACK");
     // SQLite has one writer connection.
     const WRITERS: usize = 1;
+    // A file: nothing to reach, only to wait for.
+    const BUSY_ANSWERS_PING: bool = true;
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()

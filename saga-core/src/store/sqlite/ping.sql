@@ -1,0 +1,2 @@
+-- Whether the database answers: a health check, no table read.
+SELECT 1
