@@ -144,12 +144,12 @@ async fn show(
             .unwrap_or_default()
     );
     println!(
-        "   {:<16} {:<12} {:>8} {:>12}  last error",
-        "step", "status", "attempts", "undo calls"
+        "   {:<16} {:<12} {:>8} {:>13}  last error",
+        "step", "status", "attempts", "compensations"
     );
     for s in saga["steps"].as_array().cloned().unwrap_or_default() {
         println!(
-            "   {:<16} {:<12} {:>8} {:>12}  {}",
+            "   {:<16} {:<12} {:>8} {:>13}  {}",
             s["name"].as_str().unwrap_or(""),
             s["status"].as_str().unwrap_or(""),
             s["attempts"].to_string(),
