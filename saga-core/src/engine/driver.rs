@@ -53,6 +53,10 @@ pub(crate) struct Start {
     pub gid: String,
     pub fence: i64,
     pub input: AnyInput,
+    /// The input as stored.
+    pub input_json: Value,
+    /// When the saga was created.
+    pub created_at: i64,
     pub state: SagaState,
     pub deadline_at: Option<i64>,
     /// Commands of a transition already persisted (the submit's first dispatch).
@@ -61,6 +65,13 @@ pub(crate) struct Start {
     pub event: Option<Event>,
     /// The saga's persisted trace context.
     pub traceparent: TraceParent,
+}
+
+/// What a driver that stopped after persisting a terminal transition knows of the saga: the
+/// state as stored, and when it was stored.
+pub(crate) struct Finished {
+    pub state: SagaState,
+    pub updated_at: i64,
 }
 
 enum Outcome {
@@ -97,6 +108,8 @@ struct Driver {
     /// What a call sends when its own span is not recorded: this driver's span when it is, else
     /// the persisted trace context.
     call_parent: TraceParent,
+    /// When the last transition was persisted.
+    updated_at: i64,
 }
 
 /// Whether the driver goes on after a transition.
@@ -106,12 +119,14 @@ enum Flow {
     Stop,
 }
 
+/// Drives the saga until it finishes or the driver is stopped; returns the saga as stored when
+/// the driver stopped because its last persisted transition was terminal.
 pub(crate) async fn run(
     inner: Arc<Inner>,
     limits: Limits,
     start: Start,
     mut control: mpsc::UnboundedReceiver<Control>,
-) {
+) -> Option<Finished> {
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let def = start.saga.definition();
     let span = tracing::info_span!(
@@ -139,15 +154,16 @@ pub(crate) async fn run(
         wake: Arc::new(Notify::new()),
         span: span.clone(),
         call_parent,
+        updated_at: 0,
     };
     let work = async move {
         if d.execute(start.commands) == Flow::Stop {
-            return;
+            return d.finished();
         }
         if let Some(event) = start.event
             && d.apply(event).await == Flow::Stop
         {
-            return;
+            return d.finished();
         }
         loop {
             let deadline = d.deadline_pending();
@@ -176,8 +192,9 @@ pub(crate) async fn run(
             }
         }
         d.abort_calls(None);
+        d.finished()
     };
-    work.instrument(span).await;
+    work.instrument(span).await
 }
 
 async fn sleep_until_ms(at: Option<i64>) {
@@ -186,6 +203,14 @@ async fn sleep_until_ms(at: Option<i64>) {
 }
 
 impl Driver {
+    /// The saga as stored, when the last persisted transition left it terminal.
+    fn finished(self) -> Option<Finished> {
+        (self.updated_at != 0 && self.state.status.is_terminal()).then(|| Finished {
+            state: self.state,
+            updated_at: self.updated_at,
+        })
+    }
+
     /// The deadline to watch, while the saga runs forward before its point of no return.
     fn deadline_pending(&self) -> Option<i64> {
         if self.state.status != SagaStatus::Running
@@ -319,6 +344,7 @@ impl Driver {
         }
         let before = self.state.status;
         self.state = next;
+        self.updated_at = now;
         if finish {
             self.on_finish(before);
         }

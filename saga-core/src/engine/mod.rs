@@ -65,7 +65,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::machine::{Event, Limits};
 use crate::store::{IdHold, InstanceRecord, Store, now_ms};
@@ -109,7 +109,7 @@ pub(crate) struct Inner {
     /// The driver of each saga driven in this process, by gid.
     drivers: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
     /// Callers of [`Engine::wait`], by gid: told when a local driver of that gid stops.
-    waiters: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+    waiters: Mutex<HashMap<String, Vec<Arc<submit::WaitSlot>>>>,
     /// `true` once [`Engine::shutdown`] has begun.
     shutdown: watch::Sender<bool>,
 }
@@ -223,6 +223,8 @@ impl Engine {
                 fence,
                 input,
                 state: record.state,
+                input_json: record.input,
+                created_at: record.created_at,
                 deadline_at: record.deadline_at,
                 commands: Vec::new(),
                 event: Some(event),
@@ -244,8 +246,10 @@ impl Engine {
             metrics::gauge!("saga_in_flight").set(d.len() as f64);
         }
         let engine = self.clone();
+        let (input, created_at) = (start.input_json.clone(), start.created_at);
         tokio::spawn(async move {
-            driver::run(engine.inner.clone(), engine.limits(), start, rx).await;
+            let def = start.saga.definition();
+            let finished = driver::run(engine.inner.clone(), engine.limits(), start, rx).await;
             // A newer driver for the same gid may have replaced this one: remove only our own
             // entry, whose receiver is gone now.
             if let Ok(mut d) = engine.inner.drivers.lock()
@@ -255,7 +259,8 @@ impl Engine {
                 metrics::gauge!("saga_in_flight").set(d.len() as f64);
             }
             drop(slot);
-            submit::wake_waiters(&engine.inner, &gid);
+            let view = finished.map(|f| view::of_finished(def, &gid, input, created_at, f));
+            submit::wake_waiters(&engine.inner, &gid, view);
         });
     }
 }

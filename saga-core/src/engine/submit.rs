@@ -1,7 +1,7 @@
 //! Submitting sagas and waiting for them to finish, with the registry of waiting callers that
 //! a local driver wakes when it stops.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -333,6 +333,8 @@ impl Engine {
                         gid: gid.clone(),
                         fence: FIRST_FENCE,
                         input: input_any,
+                        input_json,
+                        created_at: now,
                         state,
                         deadline_at,
                         commands,
@@ -420,23 +422,28 @@ impl Engine {
     pub async fn wait(&self, gid: &str, timeout: Duration) -> Result<Waited, EngineError> {
         let until = tokio::time::Instant::now() + timeout;
         let waiter = Waiter::register(&self.inner, gid);
-        self.wait_on(gid, until, &waiter.notify).await
+        self.wait_on(gid, until, &waiter.slot).await
     }
 
     async fn wait_on(
         &self,
         gid: &str,
         until: tokio::time::Instant,
-        notify: &Notify,
+        slot: &WaitSlot,
     ) -> Result<Waited, EngineError> {
+        let notify = &slot.notify;
         // Right after a local submit the saga is being driven here: the first look at the
-        // store can wait for its driver's word.
+        // store can wait for its driver's word, which carries the saga as stored when the
+        // driver finished it.
         if self.driven_here(gid) {
             let now = tokio::time::Instant::now();
             let poll = spread(POLL_WHILE_DRIVEN_HERE).min(until.saturating_duration_since(now));
             let _ = tokio::time::timeout(poll, notify.notified()).await;
         }
         loop {
+            if let Some(view) = slot.take_finished() {
+                return Ok(Waited::Terminal(view));
+            }
             let view = self
                 .status(gid)
                 .await?
@@ -469,21 +476,35 @@ impl Engine {
     }
 }
 
+/// Where a local driver that stops tells one waiter: a wake-up, and the saga as stored when
+/// the driver finished it (so that the waiter need not read it back).
+#[derive(Default)]
+pub(super) struct WaitSlot {
+    notify: Notify,
+    finished: Mutex<Option<SagaView>>,
+}
+
+impl WaitSlot {
+    fn take_finished(&self) -> Option<SagaView> {
+        self.finished.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
 /// One caller of [`Engine::wait`], registered under its gid until it is dropped (also when
 /// the waiting future is cancelled).
 struct Waiter<'a> {
     inner: &'a Inner,
     gid: &'a str,
-    notify: Arc<Notify>,
+    slot: Arc<WaitSlot>,
 }
 
 impl<'a> Waiter<'a> {
     fn register(inner: &'a Inner, gid: &'a str) -> Self {
-        let notify = Arc::new(Notify::new());
+        let slot = Arc::new(WaitSlot::default());
         if let Ok(mut w) = inner.waiters.lock() {
-            w.entry(gid.to_string()).or_default().push(notify.clone());
+            w.entry(gid.to_string()).or_default().push(slot.clone());
         }
-        Waiter { inner, gid, notify }
+        Waiter { inner, gid, slot }
     }
 }
 
@@ -492,7 +513,7 @@ impl Drop for Waiter<'_> {
         if let Ok(mut w) = self.inner.waiters.lock()
             && let Some(list) = w.get_mut(self.gid)
         {
-            list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            list.retain(|n| !Arc::ptr_eq(n, &self.slot));
             if list.is_empty() {
                 w.remove(self.gid);
             }
@@ -500,10 +521,16 @@ impl Drop for Waiter<'_> {
     }
 }
 
-/// Wakes every caller waiting on `gid`: its local driver has stopped.
-pub(super) fn wake_waiters(inner: &Inner, gid: &str) {
+/// Wakes every caller waiting on `gid`: its local driver has stopped, having finished the
+/// saga as `finished` when it is given.
+pub(super) fn wake_waiters(inner: &Inner, gid: &str, finished: Option<SagaView>) {
     let waiting = inner.waiters.lock().ok().and_then(|w| w.get(gid).cloned());
-    for n in waiting.into_iter().flatten() {
-        n.notify_one();
+    for slot in waiting.into_iter().flatten() {
+        if let Some(view) = &finished
+            && let Ok(mut f) = slot.finished.lock()
+        {
+            *f = Some(view.clone());
+        }
+        slot.notify.notify_one();
     }
 }

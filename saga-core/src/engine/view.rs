@@ -2,9 +2,10 @@
 
 use serde::Serialize;
 
+use super::driver::Finished;
 use super::{Engine, EngineError};
 use crate::definition::SagaDefinition;
-use crate::machine::{self, SagaStatus, StepStatus};
+use crate::machine::{self, SagaState, SagaStatus, StepStatus};
 use crate::step::{OutputsError, SagaOutputs};
 use crate::store::{InstanceRecord, SagaSummary};
 
@@ -97,19 +98,7 @@ impl Engine {
             .map(|s| machine::past_point_of_no_return(s.definition(), &record.state))
             .unwrap_or(false);
         SagaView {
-            steps: record
-                .step_names
-                .iter()
-                .zip(&record.state.steps)
-                .map(|(name, s)| StepView {
-                    name: name.clone(),
-                    status: s.status,
-                    attempts: s.attempts,
-                    compensate_attempts: s.compensate_attempts,
-                    last_error: s.last_error.clone(),
-                    output: s.output.clone(),
-                })
-                .collect(),
+            steps: step_views(record.step_names.iter().map(String::as_str), &record.state),
             gid: record.gid,
             saga: record.saga,
             status: record.state.status,
@@ -157,4 +146,41 @@ impl Engine {
             .map(|s| s.definition())
             .collect()
     }
+}
+
+/// The view of a saga its driver has just finished, from the state it persisted: the same view
+/// as [`Engine::status`] reads back from the store.
+pub(crate) fn of_finished(
+    def: &SagaDefinition,
+    gid: &str,
+    input: serde_json::Value,
+    created_at: i64,
+    finished: Finished,
+) -> SagaView {
+    let state = finished.state;
+    SagaView {
+        gid: gid.to_string(),
+        saga: def.name.to_string(),
+        steps: step_views(def.steps.iter().map(|s| s.name), &state),
+        past_pivot: machine::past_point_of_no_return(def, &state),
+        status: state.status,
+        reason: state.reason,
+        input,
+        created_at,
+        updated_at: finished.updated_at,
+    }
+}
+
+fn step_views<'a>(names: impl Iterator<Item = &'a str>, state: &SagaState) -> Vec<StepView> {
+    names
+        .zip(&state.steps)
+        .map(|(name, s)| StepView {
+            name: name.to_string(),
+            status: s.status,
+            attempts: s.attempts,
+            compensate_attempts: s.compensate_attempts,
+            last_error: s.last_error.clone(),
+            output: s.output.clone(),
+        })
+        .collect()
 }

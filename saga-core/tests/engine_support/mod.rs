@@ -334,9 +334,21 @@ pub async fn engine(store: Store, config: EngineConfig, harness: &Harness) -> En
 }
 
 /// Waits for a terminal status, failing the test after `secs` seconds.
+///
+/// The view `wait` answers with (handed over by the driver that finished the saga here, or read
+/// from the store) must be the one the store holds.
 pub async fn finish(engine: &Engine, gid: &str, secs: u64) -> SagaView {
     match engine.wait(gid, Duration::from_secs(secs)).await.unwrap() {
-        Waited::Terminal(view) => view,
+        Waited::Terminal(view) => {
+            let stored = engine.status(gid).await.unwrap().unwrap();
+            if stored.status == view.status {
+                assert_eq!(
+                    view, stored,
+                    "the view of the finished saga {gid} is not the stored one"
+                );
+            }
+            view
+        }
         Waited::TimedOut(view) => panic!("saga {gid} not terminal after {secs} s: {view:#?}"),
     }
 }
