@@ -13,12 +13,14 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use super::Inner;
+use super::{CrashPoint, EngineEvent, Inner};
 use super::registry::{AnyInput, ErasedSaga};
 use crate::definition::SagaDefinition;
 use crate::machine::{self, Command, Event, Limits, SagaState, SagaStatus, StepState};
 use crate::step::{Op, StepContext, StepError};
-use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite, now_ms};
+use crate::clock::Clock;
+use crate::machine::Phase;
+use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite};
 use crate::trace::{self, TraceParent};
 
 /// First wait before a failed store write is tried again.
@@ -140,7 +142,12 @@ pub(crate) async fn run(
         span: span.clone(),
         call_parent,
     };
+    let clock = d.inner.clock.clone();
     let work = async move {
+        // The submit persisted these commands' transition.
+        if !start.commands.is_empty() && d.crashes(CrashPoint::AfterPersist) {
+            return;
+        }
         if d.execute(start.commands) == Flow::Stop {
             return;
         }
@@ -167,7 +174,7 @@ pub(crate) async fn run(
                     }
                     Some(Control::Stop) | None => Flow::Stop,
                 },
-                _ = sleep_until_ms(deadline), if deadline.is_some() => {
+                _ = sleep_until_ms(&clock, deadline), if deadline.is_some() => {
                     d.apply(Event::DeadlinePassed).await
                 }
             };
@@ -180,12 +187,40 @@ pub(crate) async fn run(
     work.instrument(span).await;
 }
 
-async fn sleep_until_ms(at: Option<i64>) {
-    let wait = at.map(|t| (t - now_ms()).max(0) as u64).unwrap_or(0);
+async fn sleep_until_ms(clock: &Clock, at: Option<i64>) {
+    let wait = at.map(|t| (t - clock.now_ms()).max(0) as u64).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 impl Driver {
+    /// Whether the engine stops this driver at `point`, as if its process had died there.
+    fn crashes(&self, point: CrashPoint) -> bool {
+        self.inner.is_killed() || self.inner.events.crash(&self.gid, point)
+    }
+
+    /// Publishes what a persisted transition from `before` did: the calls it records, the turn
+    /// to compensation.
+    fn publish_persisted(&self, before: &SagaState, attempts: &[AttemptRecord]) {
+        let events = &self.inner.events;
+        for a in attempts {
+            let step = self.def.steps.iter().find(|s| s.name == a.step).map(|s| s.name);
+            events.publish(|| EngineEvent::StepFinished {
+                gid: self.gid.clone(),
+                step: step.unwrap_or(""),
+                op: a.op,
+                attempt: a.attempt as u32,
+                outcome: a.outcome,
+                error: a.error.clone(),
+            });
+        }
+        if before.phase == Phase::Forward && self.state.phase == Phase::Compensating {
+            events.publish(|| EngineEvent::CompensationStarted {
+                gid: self.gid.clone(),
+                reason: self.state.reason.clone(),
+            });
+        }
+    }
+
     /// The deadline to watch, while the saga runs forward before its point of no return.
     fn deadline_pending(&self) -> Option<i64> {
         if self.state.status != SagaStatus::Running
@@ -299,7 +334,10 @@ impl Driver {
             })
             .min()
             .unwrap_or(0);
-        let now = now_ms();
+        if self.crashes(CrashPoint::BeforePersist) {
+            return Flow::Stop;
+        }
+        let now = self.inner.clock.now_ms();
         let write = TransitionWrite {
             gid: self.gid.clone(),
             fence: self.fence,
@@ -314,19 +352,38 @@ impl Driver {
             attempts: std::mem::take(&mut self.finished_calls),
             now,
         };
+        let attempts = if self.inner.events.listening() {
+            write.attempts.clone()
+        } else {
+            Vec::new()
+        };
         if !self.persist(write).await {
             return Flow::Stop;
         }
-        let before = self.state.status;
-        self.state = next;
+        let before_state = std::mem::replace(&mut self.state, next);
+        self.publish_persisted(&before_state, &attempts);
         if finish {
-            self.on_finish(before);
+            self.on_finish(before_state.status);
+        }
+        if self.crashes(CrashPoint::AfterPersist) {
+            return Flow::Stop;
         }
         self.execute(commands)
     }
 
     fn on_finish(&self, before: SagaStatus) {
         let status = self.state.status;
+        self.inner.events.publish(|| match status {
+            SagaStatus::Stuck => EngineEvent::Stuck {
+                gid: self.gid.clone(),
+                reason: self.state.reason.clone(),
+            },
+            _ => EngineEvent::Finished {
+                gid: self.gid.clone(),
+                status,
+                reason: self.state.reason.clone(),
+            },
+        });
         metrics::counter!("saga_finished_total", "saga" => self.def.name, "status" => status.as_str())
             .increment(1);
         match status {
@@ -351,7 +408,8 @@ impl Driver {
         let mut wait = PERSIST_RETRY_FIRST_DELAY;
         let mut failures = 0u32;
         loop {
-            let tried = tokio::time::timeout_at(until, self.inner.store.write(write.clone())).await;
+            let written = self.inner.clock.io(self.inner.store.write(write.clone()));
+            let tried = tokio::time::timeout_at(until, written).await;
             match tried {
                 Ok(Ok(true)) => {
                     if failures > 0 {
@@ -477,6 +535,7 @@ impl Driver {
         let (parent_span, call_parent) = (self.span.clone(), self.call_parent);
         let results = self.results.clone();
         let wake = self.wake.clone();
+        let (clock, events) = (self.inner.clock.clone(), self.inner.events.clone());
         let handle = tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::select! {
@@ -503,6 +562,12 @@ impl Driver {
                 attempt,
                 traceparent: Some(trace::parent_for(&span, call_parent)),
             };
+            events.publish(|| EngineEvent::StepStarted {
+                gid: ctx.gid.clone(),
+                step: name,
+                op,
+                attempt,
+            });
             let call = match op {
                 Op::Action => saga.run_action(step, ctx, input, reads),
                 Op::Compensate => {
@@ -514,7 +579,7 @@ impl Driver {
                     })
                 }
             };
-            let started_at = now_ms();
+            let started_at = clock.now_ms();
             let result = tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind())
                 .instrument(span.clone())
                 .await;
@@ -541,7 +606,7 @@ impl Driver {
                 op,
                 attempt,
                 started_at,
-                finished_at: now_ms(),
+                finished_at: clock.now_ms(),
                 outcome,
             });
         });
