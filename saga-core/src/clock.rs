@@ -11,7 +11,11 @@
 //! this way.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Where the engine reads the time. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +30,8 @@ enum Kind {
     Tokio {
         epoch_ms: i64,
         start: tokio::time::Instant,
+        /// The jitter of backoff waits, seeded, so that a run replays exactly.
+        rng: Arc<Mutex<StdRng>>,
     },
 }
 
@@ -36,13 +42,14 @@ impl Clock {
     }
 
     /// A clock that reads `epoch_ms` now and then follows Tokio's clock (`tokio::time::Instant`),
-    /// so that on a paused runtime it moves only when the runtime's time does. Call it on the
-    /// runtime it is meant for.
-    pub fn tokio(epoch_ms: i64) -> Clock {
+    /// so that on a paused runtime it moves only when the runtime's time does, with the jitter
+    /// of backoff waits drawn from `seed`. Call it on the runtime it is meant for.
+    pub fn tokio(epoch_ms: i64, seed: u64) -> Clock {
         Clock {
             kind: Kind::Tokio {
                 epoch_ms,
                 start: tokio::time::Instant::now(),
+                rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
             },
         }
     }
@@ -59,7 +66,21 @@ impl Clock {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
-            Kind::Tokio { epoch_ms, start } => epoch_ms + start.elapsed().as_millis() as i64,
+            Kind::Tokio {
+                epoch_ms, start, ..
+            } => epoch_ms + start.elapsed().as_millis() as i64,
+        }
+    }
+
+    /// A random wait of up to `max` ms, to spread retries: from the thread's generator on the
+    /// system clock, from the seeded one on a clock that follows Tokio's.
+    pub fn jitter(&self, max: u64) -> u64 {
+        match &self.kind {
+            Kind::System => rand::rng().random_range(0..=max),
+            Kind::Tokio { rng, .. } => match rng.lock() {
+                Ok(mut rng) => rng.random_range(0..=max),
+                Err(_) => max / 2,
+            },
         }
     }
 

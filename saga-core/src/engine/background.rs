@@ -39,10 +39,10 @@ impl Engine {
         let own = loop {
             tries += 1;
             let fingerprints = self.fingerprints();
-            let claim = self
-                .inner
-                .store
-                .claim_own(&self.inner.engine_id, lease_until, &fingerprints);
+            let claim =
+                self.inner
+                    .store
+                    .claim_own(&self.inner.engine_id, lease_until, &fingerprints);
             match self.inner.clock.io(claim).await {
                 Err(e) if e.is_transient() && tries < STARTUP_CLAIM_TRIES => {
                     tracing::warn!(error = %e, "taking back own leases failed; trying again");
@@ -103,19 +103,19 @@ impl Engine {
                 // Store write: release the claim unchanged, with the next wake-up a lease away.
                 let now = self.inner.clock.now_ms();
                 let release = self.inner.store.write(TransitionWrite {
-                        gid: record.gid.clone(),
-                        fence: record.fence,
-                        status: record.state.status,
-                        phase: record.state.phase,
-                        reason: record.state.reason.clone(),
-                        cause: record.state.cause.clone(),
-                        next_wake_at: now + self.inner.config.lease.as_millis() as i64,
-                        lease_until: 0,
-                        release: true,
-                        steps: Vec::new(),
-                        attempts: Vec::new(),
-                        now,
-                    });
+                    gid: record.gid.clone(),
+                    fence: record.fence,
+                    status: record.state.status,
+                    phase: record.state.phase,
+                    reason: record.state.reason.clone(),
+                    cause: record.state.cause.clone(),
+                    next_wake_at: now + self.inner.config.lease.as_millis() as i64,
+                    lease_until: 0,
+                    release: true,
+                    steps: Vec::new(),
+                    attempts: Vec::new(),
+                    now,
+                });
                 let _ = self.inner.clock.io(release).await;
             }
         }
@@ -181,12 +181,18 @@ impl Engine {
                 && let Err(e) = self
                     .inner
                     .clock
-                    .io(self.inner.store.renew_leases(&owner, self.lease_until(), &driving))
+                    .io(self
+                        .inner
+                        .store
+                        .renew_leases(&owner, self.lease_until(), &driving))
                     .await
             {
                 tracing::warn!(error = %e, "renewing leases failed");
             }
-            let expired = self.inner.store.own_expired(&owner, self.inner.clock.now_ms());
+            let expired = self
+                .inner
+                .store
+                .own_expired(&owner, self.inner.clock.now_ms());
             let orphans = match self.inner.clock.io(expired).await {
                 Ok(gids) => gids,
                 Err(e) => {
@@ -226,7 +232,10 @@ impl Engine {
     async fn retention_loop(self) {
         let mut shutdown = self.inner.shutdown.subscribe();
         loop {
-            let cleanup = self.inner.store.cleanup_older_than(self.inner.config.retention);
+            let cleanup = self
+                .inner
+                .store
+                .cleanup_older_than(self.inner.config.retention);
             match self.inner.clock.io(cleanup).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "removed finished sagas past retention"),

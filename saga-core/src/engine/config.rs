@@ -8,10 +8,10 @@ use tokio::sync::watch;
 
 use super::capacity::Capacity;
 use super::id;
-use super::{Events, Probe};
-use crate::clock::Clock;
 use super::registry::{ErasedSaga, Registered};
 use super::{Engine, EngineError, Inner};
+use super::{Events, Probe};
+use crate::clock::Clock;
 use crate::step::SagaSteps;
 use crate::store::Store;
 

@@ -7,19 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use super::{CrashPoint, EngineEvent, Inner};
 use super::registry::{AnyInput, ErasedSaga};
+use super::{CrashPoint, EngineEvent, Inner};
+use crate::clock::Clock;
 use crate::definition::SagaDefinition;
+use crate::machine::Phase;
 use crate::machine::{self, Command, Event, Limits, SagaState, SagaStatus, StepState};
 use crate::step::{Op, StepContext, StepError};
-use crate::clock::Clock;
-use crate::machine::Phase;
 use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite};
 use crate::trace::{self, TraceParent};
 
@@ -203,7 +202,12 @@ impl Driver {
     fn publish_persisted(&self, before: &SagaState, attempts: &[AttemptRecord]) {
         let events = &self.inner.events;
         for a in attempts {
-            let step = self.def.steps.iter().find(|s| s.name == a.step).map(|s| s.name);
+            let step = self
+                .def
+                .steps
+                .iter()
+                .find(|s| s.name == a.step)
+                .map(|s| s.name);
             events.publish(|| EngineEvent::StepFinished {
                 gid: self.gid.clone(),
                 step: step.unwrap_or(""),
@@ -502,7 +506,7 @@ impl Driver {
             .min(max);
         let half = exp / 2;
         let jitter = if half > 0 {
-            rand::rng().random_range(0..=half)
+            self.inner.clock.jitter(half)
         } else {
             0
         };

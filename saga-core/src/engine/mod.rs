@@ -58,7 +58,7 @@ mod error;
 mod events;
 mod id;
 mod operator;
-mod registry;
+pub(crate) mod registry;
 mod submit;
 mod versions;
 mod view;
@@ -76,8 +76,8 @@ use crate::trace::TraceParent;
 
 pub use config::{EngineBuilder, EngineConfig};
 pub use error::EngineError;
-pub(crate) use events::{CrashPoint, Events, Probe};
 pub use events::EngineEvent;
+pub(crate) use events::{CrashPoint, Events, Probe};
 #[cfg(feature = "console")]
 pub(crate) use submit::validate_gid;
 pub use submit::{MAX_GID_LEN, SubmitOptions, Submitted, Waited};
@@ -172,7 +172,10 @@ impl Engine {
             let _ = tx.send(Control::Stop);
         }
         tokio::time::sleep(SHUTDOWN_SETTLE).await;
-        let released = self.inner.clock.io(self.inner.store.release_all(&self.inner.engine_id));
+        let released = self
+            .inner
+            .clock
+            .io(self.inner.store.release_all(&self.inner.engine_id));
         if let Err(e) = released.await {
             tracing::warn!(error = %e, "could not release leases at shutdown");
         }

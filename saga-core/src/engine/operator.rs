@@ -91,12 +91,11 @@ impl Engine {
             .ok_or(EngineError::Overloaded {
                 limit: self.inner.capacity.limit(),
             })?;
-        let claimed = self
-            .inner
-            .store
-            .claim_one(&record.gid, &self.inner.engine_id, self.lease_until());
-        let Some(fence) = self.inner.clock.io(claimed).await?
-        else {
+        let claimed =
+            self.inner
+                .store
+                .claim_one(&record.gid, &self.inner.engine_id, self.lease_until());
+        let Some(fence) = self.inner.clock.io(claimed).await? else {
             return Err(EngineError::NotFound(record.gid));
         };
         let record = self

@@ -127,7 +127,11 @@ impl Engine {
         status: Option<SagaStatus>,
         limit: u32,
     ) -> Result<Vec<SagaSummary>, EngineError> {
-        Ok(self.inner.clock.io(self.inner.store.list(status, limit)).await?)
+        Ok(self
+            .inner
+            .clock
+            .io(self.inner.store.list(status, limit))
+            .await?)
     }
 
     /// The registered definition of a stored saga, by its fingerprint; `None` when this engine
