@@ -15,6 +15,8 @@ use crate::step::{BoxFuture, Op, RawActionResult, Retry, SagaSteps, StepContext,
 /// An action call held back by [`Fault::Hang`], delivered once the saga has finished.
 pub(crate) struct Held {
     step: usize,
+    /// No earlier call of the action ran: the late one must be cancelled, not a duplicate.
+    first: bool,
     ctx: StepContext,
     input: AnyInput,
     reads: Vec<Value>,
@@ -52,6 +54,7 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> Intercepted<S, H> {
             };
             self.journal.push(Entry::Late {
                 step,
+                first: held.first,
                 succeeded: outcome.is_ok(),
                 answer: match outcome {
                     Ok(v) => format!("succeeded with {v}"),
@@ -119,6 +122,7 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Intercepted<S, H>
                 Some(Fault::Hang) => {
                     journal.hold(Held {
                         step,
+                        first: !journal.action_ran(step),
                         ctx: ctx.clone(),
                         input: input.clone(),
                         reads,

@@ -40,6 +40,9 @@ pub enum Entry {
     Late {
         /// The step's persisted name.
         step: &'static str,
+        /// No earlier call of the action had run: it must be cancelled (else it is a
+        /// duplicate, answered with the first call's reply).
+        first: bool,
         /// Whether the step answered success.
         succeeded: bool,
         /// What it answered.
@@ -164,6 +167,11 @@ impl Journal {
         if let Ok(mut r) = self.ran.lock() {
             r.insert(step);
         }
+    }
+
+    /// Whether the action code of `step` has run.
+    pub(crate) fn action_ran(&self, step: usize) -> bool {
+        self.ran.lock().is_ok_and(|r| r.contains(&step))
     }
 
     /// Calls of `op` of `step` that reached the interceptor.

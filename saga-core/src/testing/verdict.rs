@@ -86,6 +86,7 @@ pub(crate) fn violations(
     for e in entries {
         if let Entry::Late {
             step,
+            first: true,
             succeeded: true,
             answer,
         } = e
