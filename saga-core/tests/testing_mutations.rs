@@ -220,6 +220,7 @@ fn expect_failure(report: &Report, faults: &[Injection], broken: &str) {
                 .collect::<Vec<_>>()
         );
     };
+    println!("{failure}");
     for i in faults {
         let injected = Entry::Injected {
             step: i.name,

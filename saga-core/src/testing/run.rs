@@ -29,6 +29,9 @@ const MAX_ENGINES: u32 = 16;
 /// The engine id of every engine of a run: each new one takes the crashed one's leases back.
 const ENGINE_ID: &str = "engine-under-test";
 
+/// The engine that saw the saga finish, with its intercepted steps.
+type Last<S, W> = (Engine, Arc<Intercepted<S, <W as World>::Steps>>);
+
 /// What one run left behind.
 pub(crate) struct Ran<W: World> {
     pub view: Option<SagaView>,
@@ -77,7 +80,7 @@ where
         Err(e) => return failed(format!("the store could not be opened: {e}"), &journal),
     };
     let mut engines = 0;
-    let mut last: Option<(Engine, Arc<Intercepted<S, W::Steps>>)> = None;
+    let mut last: Option<Last<S, W>> = None;
     let limit = tokio::time::Instant::now() + settings.patience;
     while engines < MAX_ENGINES {
         engines += 1;

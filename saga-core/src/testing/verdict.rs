@@ -75,10 +75,8 @@ pub(crate) fn violations(
                 }
             }
         }
-        SagaStatus::Stuck => {
-            if view.reason.as_deref().is_none_or(str::is_empty) {
-                out.push("the saga is stuck without a reason".to_string());
-            }
+        SagaStatus::Stuck if view.reason.as_deref().is_none_or(str::is_empty) => {
+            out.push("the saga is stuck without a reason".to_string());
         }
         _ => {}
     }
