@@ -14,6 +14,8 @@ mod faults;
 mod listen;
 mod model;
 mod saga;
+#[cfg(test)]
+mod saga_checked;
 mod server;
 mod services;
 

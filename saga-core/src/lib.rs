@@ -3,6 +3,8 @@
 
 #[cfg(feature = "runtime")]
 pub mod barrier;
+#[cfg(feature = "runtime")]
+pub mod clock;
 #[cfg(all(feature = "console", any(feature = "sqlite", feature = "postgres")))]
 pub mod console;
 pub mod definition;
@@ -15,6 +17,8 @@ pub mod snapshot;
 pub mod step;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod store;
+#[cfg(all(feature = "testing", feature = "sqlite"))]
+pub mod testing;
 pub mod trace;
 
 #[cfg(feature = "runtime")]
@@ -22,7 +26,7 @@ pub use barrier::{ActionOutcome, Barrier, BarrierError, CompensationOutcome};
 pub use definition::{DefinitionError, RetryOverride, SagaDefinition, StepDefinition, StepKind};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use engine::{
-    Engine, EngineBuilder, EngineConfig, EngineError, MAX_GID_LEN, SagaView, StepView,
+    Engine, EngineBuilder, EngineConfig, EngineError, EngineEvent, MAX_GID_LEN, SagaView, StepView,
     SubmitOptions, Submitted, UnknownDefinition, Waited,
 };
 pub use machine::{SagaStatus, StepStatus};

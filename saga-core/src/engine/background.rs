@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::capacity::Slot;
 use super::{Engine, EngineError};
 use crate::machine::Event;
-use crate::store::{TransitionWrite, now_ms};
+use crate::store::TransitionWrite;
 
 /// Most sagas one poll claims: enough to drain a backlog within a few polls, few enough that
 /// one claim statement stays short and leaves work for the other engines.
@@ -38,12 +38,12 @@ impl Engine {
         let mut tries = 0;
         let own = loop {
             tries += 1;
-            match self
-                .inner
-                .store
-                .claim_own(&self.inner.engine_id, lease_until, &self.fingerprints())
-                .await
-            {
+            let fingerprints = self.fingerprints();
+            let claim =
+                self.inner
+                    .store
+                    .claim_own(&self.inner.engine_id, lease_until, &fingerprints);
+            match self.inner.clock.io(claim).await {
                 Err(e) if e.is_transient() && tries < STARTUP_CLAIM_TRIES => {
                     tracing::warn!(error = %e, "taking back own leases failed; trying again");
                     tokio::time::sleep(STARTUP_CLAIM_BACKOFF_STEP * tries).await;
@@ -85,7 +85,7 @@ impl Engine {
     /// definition is released again and left alone for a lease, so that an engine that knows
     /// it (or a later deployment) can take it.
     async fn spawn_from_store(&self, gid: &str, event: Event, slot: Slot) {
-        let record = match self.inner.store.load(gid).await {
+        let record = match self.inner.clock.io(self.inner.store.load(gid)).await {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
@@ -101,24 +101,22 @@ impl Engine {
             Err(e) => {
                 tracing::error!(gid, error = %e, "refusing to drive a saga of an unknown definition");
                 // Store write: release the claim unchanged, with the next wake-up a lease away.
-                let _ = self
-                    .inner
-                    .store
-                    .write(TransitionWrite {
-                        gid: record.gid.clone(),
-                        fence: record.fence,
-                        status: record.state.status,
-                        phase: record.state.phase,
-                        reason: record.state.reason.clone(),
-                        cause: record.state.cause.clone(),
-                        next_wake_at: now_ms() + self.inner.config.lease.as_millis() as i64,
-                        lease_until: 0,
-                        release: true,
-                        steps: Vec::new(),
-                        attempts: Vec::new(),
-                        now: now_ms(),
-                    })
-                    .await;
+                let now = self.inner.clock.now_ms();
+                let release = self.inner.store.write(TransitionWrite {
+                    gid: record.gid.clone(),
+                    fence: record.fence,
+                    status: record.state.status,
+                    phase: record.state.phase,
+                    reason: record.state.reason.clone(),
+                    cause: record.state.cause.clone(),
+                    next_wake_at: now + self.inner.config.lease.as_millis() as i64,
+                    lease_until: 0,
+                    release: true,
+                    steps: Vec::new(),
+                    attempts: Vec::new(),
+                    now,
+                });
+                let _ = self.inner.clock.io(release).await;
             }
         }
     }
@@ -139,18 +137,16 @@ impl Engine {
             if slots.is_empty() {
                 continue;
             }
-            let now = now_ms();
-            let claimed = self
-                .inner
-                .store
-                .claim_due(
-                    &self.inner.engine_id,
-                    self.lease_until(),
-                    now,
-                    slots.len() as u32,
-                    &self.fingerprints(),
-                )
-                .await;
+            let now = self.inner.clock.now_ms();
+            let fingerprints = self.fingerprints();
+            let claim = self.inner.store.claim_due(
+                &self.inner.engine_id,
+                self.lease_until(),
+                now,
+                slots.len() as u32,
+                &fingerprints,
+            );
+            let claimed = self.inner.clock.io(claim).await;
             match claimed {
                 Ok(gids) => {
                     for gid in gids {
@@ -184,13 +180,20 @@ impl Engine {
             if !driving.is_empty()
                 && let Err(e) = self
                     .inner
-                    .store
-                    .renew_leases(&owner, self.lease_until(), &driving)
+                    .clock
+                    .io(self
+                        .inner
+                        .store
+                        .renew_leases(&owner, self.lease_until(), &driving))
                     .await
             {
                 tracing::warn!(error = %e, "renewing leases failed");
             }
-            let orphans = match self.inner.store.own_expired(&owner, now_ms()).await {
+            let expired = self
+                .inner
+                .store
+                .own_expired(&owner, self.inner.clock.now_ms());
+            let orphans = match self.inner.clock.io(expired).await {
                 Ok(gids) => gids,
                 Err(e) => {
                     tracing::warn!(error = %e, "looking for orphaned sagas failed");
@@ -210,12 +213,8 @@ impl Engine {
                 let Some(slot) = self.inner.capacity.try_take() else {
                     break;
                 };
-                match self
-                    .inner
-                    .store
-                    .claim_one(&gid, &owner, self.lease_until())
-                    .await
-                {
+                let claim = self.inner.store.claim_one(&gid, &owner, self.lease_until());
+                match self.inner.clock.io(claim).await {
                     Ok(Some(_)) => {
                         tracing::info!(gid, "taking back an orphaned saga");
                         self.spawn_from_store(&gid, Event::Start, slot).await;
@@ -233,12 +232,11 @@ impl Engine {
     async fn retention_loop(self) {
         let mut shutdown = self.inner.shutdown.subscribe();
         loop {
-            match self
+            let cleanup = self
                 .inner
                 .store
-                .cleanup_older_than(self.inner.config.retention)
-                .await
-            {
+                .cleanup_older_than(self.inner.config.retention);
+            match self.inner.clock.io(cleanup).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "removed finished sagas past retention"),
                 Err(e) => tracing::warn!(error = %e, "retention cleanup failed"),

@@ -10,6 +10,8 @@ use super::capacity::Capacity;
 use super::id;
 use super::registry::{ErasedSaga, Registered};
 use super::{Engine, EngineError, Inner};
+use super::{Events, Probe};
+use crate::clock::Clock;
 use crate::step::SagaSteps;
 use crate::store::Store;
 
@@ -138,6 +140,8 @@ pub struct EngineBuilder {
     store: Store,
     config: EngineConfig,
     sagas: Vec<Arc<dyn ErasedSaga>>,
+    clock: Clock,
+    probe: Option<Arc<dyn Probe>>,
 }
 
 impl Engine {
@@ -147,6 +151,8 @@ impl Engine {
             store,
             config: EngineConfig::default(),
             sagas: Vec::new(),
+            clock: Clock::system(),
+            probe: None,
         }
     }
 }
@@ -221,6 +227,27 @@ impl EngineBuilder {
         self
     }
 
+    /// Sets the clock the engine reads the time from (default: [`Clock::system`]); a test runs
+    /// the engine on virtual time with [`Clock::tokio`] on a paused runtime.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the probe that sees every event synchronously and decides crash points.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn probe(mut self, probe: Arc<dyn Probe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// Registers an already type-erased saga.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn register_erased(mut self, saga: Arc<dyn ErasedSaga>) -> Self {
+        self.sagas.push(saga);
+        self
+    }
+
     /// Registers saga `S` with `handler`, its implementation of the generated `{S}Steps` trait.
     pub fn register<S, H>(mut self, handler: H) -> Self
     where
@@ -274,6 +301,9 @@ impl EngineBuilder {
                 drivers: Mutex::new(HashMap::new()),
                 waiters: Mutex::new(HashMap::new()),
                 shutdown: shutdown_tx,
+                clock: self.clock,
+                events: Events::new(self.probe),
+                killed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         engine.take_back_own_leases().await?;

@@ -7,18 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use super::Inner;
 use super::registry::{AnyInput, ErasedSaga};
+use super::{CrashPoint, EngineEvent, Inner};
+use crate::clock::Clock;
 use crate::definition::SagaDefinition;
+use crate::machine::Phase;
 use crate::machine::{self, Command, Event, Limits, SagaState, SagaStatus, StepState};
 use crate::step::{Op, StepContext, StepError};
-use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite, now_ms};
+use crate::store::{AttemptOutcome, AttemptRecord, TransitionWrite};
 use crate::trace::{self, TraceParent};
 
 /// First wait before a failed store write is tried again.
@@ -156,7 +157,12 @@ pub(crate) async fn run(
         call_parent,
         updated_at: 0,
     };
+    let clock = d.inner.clock.clone();
     let work = async move {
+        // The submit persisted these commands' transition.
+        if !start.commands.is_empty() && d.crashes(CrashPoint::AfterPersist) {
+            return None;
+        }
         if d.execute(start.commands) == Flow::Stop {
             return d.finished();
         }
@@ -183,7 +189,7 @@ pub(crate) async fn run(
                     }
                     Some(Control::Stop) | None => Flow::Stop,
                 },
-                _ = sleep_until_ms(deadline), if deadline.is_some() => {
+                _ = sleep_until_ms(&clock, deadline), if deadline.is_some() => {
                     d.apply(Event::DeadlinePassed).await
                 }
             };
@@ -197,18 +203,54 @@ pub(crate) async fn run(
     work.instrument(span).await
 }
 
-async fn sleep_until_ms(at: Option<i64>) {
-    let wait = at.map(|t| (t - now_ms()).max(0) as u64).unwrap_or(0);
+async fn sleep_until_ms(clock: &Clock, at: Option<i64>) {
+    let wait = at.map(|t| (t - clock.now_ms()).max(0) as u64).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 impl Driver {
-    /// The saga as stored, when the last persisted transition left it terminal.
+    /// The saga as stored, when the last persisted transition left it terminal (and the engine
+    /// was not stopped as if its process had died).
     fn finished(self) -> Option<Finished> {
-        (self.updated_at != 0 && self.state.status.is_terminal()).then(|| Finished {
+        let finished =
+            self.updated_at != 0 && self.state.status.is_terminal() && !self.inner.is_killed();
+        finished.then(|| Finished {
             state: self.state,
             updated_at: self.updated_at,
         })
+    }
+
+    /// Whether the engine stops this driver at `point`, as if its process had died there.
+    fn crashes(&self, point: CrashPoint) -> bool {
+        self.inner.is_killed() || self.inner.events.crash(&self.gid, point)
+    }
+
+    /// Publishes what a persisted transition from `before` did: the calls it records, the turn
+    /// to compensation.
+    fn publish_persisted(&self, before: &SagaState, attempts: &[AttemptRecord]) {
+        let events = &self.inner.events;
+        for a in attempts {
+            let step = self
+                .def
+                .steps
+                .iter()
+                .find(|s| s.name == a.step)
+                .map(|s| s.name);
+            events.publish(|| EngineEvent::StepFinished {
+                gid: self.gid.clone(),
+                step: step.unwrap_or(""),
+                op: a.op,
+                attempt: a.attempt as u32,
+                outcome: a.outcome,
+                error: a.error.clone(),
+            });
+        }
+        if before.phase == Phase::Forward && self.state.phase == Phase::Compensating {
+            events.publish(|| EngineEvent::CompensationStarted {
+                gid: self.gid.clone(),
+                reason: self.state.reason.clone(),
+            });
+        }
     }
 
     /// The deadline to watch, while the saga runs forward before its point of no return.
@@ -324,7 +366,10 @@ impl Driver {
             })
             .min()
             .unwrap_or(0);
-        let now = now_ms();
+        if self.crashes(CrashPoint::BeforePersist) {
+            return Flow::Stop;
+        }
+        let now = self.inner.clock.now_ms();
         let write = TransitionWrite {
             gid: self.gid.clone(),
             fence: self.fence,
@@ -339,20 +384,39 @@ impl Driver {
             attempts: std::mem::take(&mut self.finished_calls),
             now,
         };
+        let attempts = if self.inner.events.listening() {
+            write.attempts.clone()
+        } else {
+            Vec::new()
+        };
         if !self.persist(write).await {
             return Flow::Stop;
         }
-        let before = self.state.status;
-        self.state = next;
+        let before_state = std::mem::replace(&mut self.state, next);
         self.updated_at = now;
+        self.publish_persisted(&before_state, &attempts);
         if finish {
-            self.on_finish(before);
+            self.on_finish(before_state.status);
+        }
+        if self.crashes(CrashPoint::AfterPersist) {
+            return Flow::Stop;
         }
         self.execute(commands)
     }
 
     fn on_finish(&self, before: SagaStatus) {
         let status = self.state.status;
+        self.inner.events.publish(|| match status {
+            SagaStatus::Stuck => EngineEvent::Stuck {
+                gid: self.gid.clone(),
+                reason: self.state.reason.clone(),
+            },
+            _ => EngineEvent::Finished {
+                gid: self.gid.clone(),
+                status,
+                reason: self.state.reason.clone(),
+            },
+        });
         metrics::counter!("saga_finished_total", "saga" => self.def.name, "status" => status.as_str())
             .increment(1);
         match status {
@@ -377,7 +441,8 @@ impl Driver {
         let mut wait = PERSIST_RETRY_FIRST_DELAY;
         let mut failures = 0u32;
         loop {
-            let tried = tokio::time::timeout_at(until, self.inner.store.write(write.clone())).await;
+            let written = self.inner.clock.io(self.inner.store.write(write.clone()));
+            let tried = tokio::time::timeout_at(until, written).await;
             match tried {
                 Ok(Ok(true)) => {
                     if failures > 0 {
@@ -470,7 +535,7 @@ impl Driver {
             .min(max);
         let half = exp / 2;
         let jitter = if half > 0 {
-            rand::rng().random_range(0..=half)
+            self.inner.clock.jitter(half)
         } else {
             0
         };
@@ -503,6 +568,7 @@ impl Driver {
         let (parent_span, call_parent) = (self.span.clone(), self.call_parent);
         let results = self.results.clone();
         let wake = self.wake.clone();
+        let (clock, events) = (self.inner.clock.clone(), self.inner.events.clone());
         let handle = tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::select! {
@@ -529,6 +595,12 @@ impl Driver {
                 attempt,
                 traceparent: Some(trace::parent_for(&span, call_parent)),
             };
+            events.publish(|| EngineEvent::StepStarted {
+                gid: ctx.gid.clone(),
+                step: name,
+                op,
+                attempt,
+            });
             let call = match op {
                 Op::Action => saga.run_action(step, ctx, input, reads),
                 Op::Compensate => {
@@ -540,7 +612,7 @@ impl Driver {
                     })
                 }
             };
-            let started_at = now_ms();
+            let started_at = clock.now_ms();
             let result = tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind())
                 .instrument(span.clone())
                 .await;
@@ -567,7 +639,7 @@ impl Driver {
                 op,
                 attempt,
                 started_at,
-                finished_at: now_ms(),
+                finished_at: clock.now_ms(),
                 outcome,
             });
         });

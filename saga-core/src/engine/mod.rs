@@ -52,11 +52,13 @@
 mod background;
 mod capacity;
 mod config;
+mod crash;
 mod driver;
 mod error;
+mod events;
 mod id;
 mod operator;
-mod registry;
+pub(crate) mod registry;
 mod submit;
 mod versions;
 mod view;
@@ -67,12 +69,15 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::Clock;
 use crate::machine::{Event, Limits};
-use crate::store::{IdHold, InstanceRecord, Store, now_ms};
+use crate::store::{IdHold, InstanceRecord, Store};
 use crate::trace::TraceParent;
 
 pub use config::{EngineBuilder, EngineConfig};
 pub use error::EngineError;
+pub use events::EngineEvent;
+pub(crate) use events::{CrashPoint, Events, Probe};
 #[cfg(feature = "console")]
 pub(crate) use submit::validate_gid;
 pub use submit::{MAX_GID_LEN, SubmitOptions, Submitted, Waited};
@@ -112,6 +117,12 @@ pub(crate) struct Inner {
     waiters: Mutex<HashMap<String, Vec<Arc<submit::WaitSlot>>>>,
     /// `true` once [`Engine::shutdown`] has begun.
     shutdown: watch::Sender<bool>,
+    /// Where the engine reads the time.
+    pub(crate) clock: Clock,
+    /// The publisher of [`EngineEvent`]s.
+    pub(crate) events: Events,
+    /// `true` once the engine was stopped as if its process had died ([`Engine::kill`]).
+    killed: std::sync::atomic::AtomicBool,
 }
 
 /// The saga engine. Cheap to clone; all clones drive the same sagas.
@@ -161,13 +172,22 @@ impl Engine {
             let _ = tx.send(Control::Stop);
         }
         tokio::time::sleep(SHUTDOWN_SETTLE).await;
-        if let Err(e) = self.inner.store.release_all(&self.inner.engine_id).await {
+        let released = self
+            .inner
+            .clock
+            .io(self.inner.store.release_all(&self.inner.engine_id));
+        if let Err(e) = released.await {
             tracing::warn!(error = %e, "could not release leases at shutdown");
         }
     }
 
+    /// The clock the engine reads the time from ([`EngineBuilder::clock`]).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
     fn lease_until(&self) -> i64 {
-        now_ms() + self.inner.config.lease.as_millis() as i64
+        self.inner.clock.now_ms() + self.inner.config.lease.as_millis() as i64
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -236,7 +256,10 @@ impl Engine {
 
     /// Starts a driver task in `slot`, which it holds until it stops, and registers it under
     /// its gid, replacing (and stopping) an older driver of the same gid in this process.
-    fn spawn_driver(&self, start: driver::Start, slot: Slot) {
+    fn spawn_driver(&self, mut start: driver::Start, slot: Slot) {
+        if self.is_killed() {
+            return;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let gid = start.gid.clone();
         if let Ok(mut d) = self.inner.drivers.lock() {
@@ -246,7 +269,8 @@ impl Engine {
             metrics::gauge!("saga_in_flight").set(d.len() as f64);
         }
         let engine = self.clone();
-        let (input, created_at) = (start.input_json.clone(), start.created_at);
+        // Only the view of a finished saga needs them; the driver does not.
+        let (input, created_at) = (std::mem::take(&mut start.input_json), start.created_at);
         tokio::spawn(async move {
             let def = start.saga.definition();
             let finished = driver::run(engine.inner.clone(), engine.limits(), start, rx).await;

@@ -52,8 +52,8 @@ impl Engine {
     /// The stored instance of `gid`, or [`EngineError::NotFound`].
     async fn existing(&self, gid: &str) -> Result<InstanceRecord, EngineError> {
         self.inner
-            .store
-            .load(gid)
+            .clock
+            .io(self.inner.store.load(gid))
             .await?
             .ok_or_else(|| EngineError::NotFound(gid.to_string()))
     }
@@ -91,18 +91,17 @@ impl Engine {
             .ok_or(EngineError::Overloaded {
                 limit: self.inner.capacity.limit(),
             })?;
-        let Some(fence) = self
-            .inner
-            .store
-            .claim_one(&record.gid, &self.inner.engine_id, self.lease_until())
-            .await?
-        else {
+        let claimed =
+            self.inner
+                .store
+                .claim_one(&record.gid, &self.inner.engine_id, self.lease_until());
+        let Some(fence) = self.inner.clock.io(claimed).await? else {
             return Err(EngineError::NotFound(record.gid));
         };
         let record = self
             .inner
-            .store
-            .load(&record.gid)
+            .clock
+            .io(self.inner.store.load(&record.gid))
             .await?
             .ok_or_else(|| EngineError::NotFound(record.gid.clone()))?;
         self.spawn_record(saga, record, fence, event, slot);

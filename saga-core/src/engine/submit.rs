@@ -10,11 +10,11 @@ use tracing::Instrument;
 
 use super::capacity::Slot;
 use super::registry::ErasedSaga;
-use super::{Engine, EngineError, Inner, SagaView, driver};
+use super::{Engine, EngineError, EngineEvent, Inner, SagaView, driver};
 use crate::definition::SagaDefinition;
 use crate::machine::{self, Event, SagaState, SagaStatus};
 use crate::step::Saga;
-use crate::store::{Inserted, InstanceRecord, NewInstance, now_ms};
+use crate::store::{Inserted, InstanceRecord, NewInstance};
 use crate::trace::{self, TraceParent};
 
 /// Longest accepted gid, in bytes.
@@ -299,7 +299,7 @@ impl Engine {
         slot: Slot,
     ) -> Result<Submitted, EngineError> {
         let def = saga.definition();
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         // Take the first transition before the insert, so the first calls are counted in the
         // commit that creates the saga.
         let (state, commands) =
@@ -322,8 +322,12 @@ impl Engine {
             traceparent,
         };
         let deadline_at = new.deadline_at;
-        match self.inner.store.insert(new).await? {
+        match self.inner.clock.io(self.inner.store.insert(new)).await? {
             Inserted::Created => {
+                self.inner.events.publish(|| EngineEvent::Submitted {
+                    gid: gid.clone(),
+                    saga: def.name,
+                });
                 metrics::counter!("saga_started_total", "saga" => def.name).increment(1);
                 tracing::debug!(gid, saga = def.name, "saga submitted");
                 let input_any = saga.decode_input(&input_json).map_err(EngineError::Input)?;
@@ -371,7 +375,7 @@ impl Engine {
         saga: &Arc<dyn ErasedSaga>,
         input_json: &serde_json::Value,
     ) -> Result<Option<Submitted>, EngineError> {
-        let Some(existing) = self.inner.store.load(gid).await? else {
+        let Some(existing) = self.inner.clock.io(self.inner.store.load(gid)).await? else {
             return Ok(None);
         };
         let def = saga.definition();

@@ -37,11 +37,12 @@ impl Engine {
     /// know, by definition. Also counted in the gauge `saga_unknown_definition_instances{saga,
     /// fingerprint}` and logged once per saga at warn level, every 10 seconds.
     pub async fn unknown_definitions(&self) -> Result<Vec<UnknownDefinition>, EngineError> {
-        let rows = self
+        let fingerprints = self.fingerprints();
+        let scan = self
             .inner
             .store
-            .unknown_definitions(&self.fingerprints(), UNKNOWN_SCAN_LIMIT)
-            .await?;
+            .unknown_definitions(&fingerprints, UNKNOWN_SCAN_LIMIT);
+        let rows = self.inner.clock.io(scan).await?;
         let mut by_definition: BTreeMap<(String, String), UnknownDefinition> = BTreeMap::new();
         for (gid, saga, fingerprint) in rows {
             let entry = by_definition
@@ -66,12 +67,12 @@ impl Engine {
         let mut reported: HashSet<String> = HashSet::new();
         let mut counted: HashSet<(String, String)> = HashSet::new();
         loop {
-            match self
+            let fingerprints = self.fingerprints();
+            let scan = self
                 .inner
                 .store
-                .unknown_definitions(&self.fingerprints(), UNKNOWN_SCAN_LIMIT)
-                .await
-            {
+                .unknown_definitions(&fingerprints, UNKNOWN_SCAN_LIMIT);
+            match self.inner.clock.io(scan).await {
                 Ok(rows) => {
                     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
                     let mut seen = HashSet::new();

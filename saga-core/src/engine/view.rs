@@ -83,7 +83,7 @@ impl SagaView {
 impl Engine {
     /// Reads a saga; `None` if no saga has this gid.
     pub async fn status(&self, gid: &str) -> Result<Option<SagaView>, EngineError> {
-        let Some(record) = self.inner.store.load(gid).await? else {
+        let Some(record) = self.inner.clock.io(self.inner.store.load(gid)).await? else {
             return Ok(None);
         };
         Ok(Some(self.view(record)))
@@ -116,7 +116,11 @@ impl Engine {
         status: Option<SagaStatus>,
         limit: u32,
     ) -> Result<Vec<SagaSummary>, EngineError> {
-        Ok(self.inner.store.list(status, limit).await?)
+        Ok(self
+            .inner
+            .clock
+            .io(self.inner.store.list(status, limit))
+            .await?)
     }
 
     /// The registered definition of a stored saga, by its fingerprint; `None` when this engine

@@ -1,0 +1,41 @@
+//! An engine stopped as if its process had died: no lease released, no call finished, nothing
+//! written. What `saga_core::testing` does at a crash point, before it starts a new engine on the
+//! same store to recover.
+
+use std::sync::atomic::Ordering;
+
+use super::driver::Control;
+use super::{Engine, Inner};
+
+impl Engine {
+    /// Stops this engine at once as if its process had been killed: its background loops end,
+    /// every driver stops where it is and abandons its calls, no lease is released and no new
+    /// driver starts. The sagas it drove stay in the store as they were, for this engine id's
+    /// next start (or another engine, once the leases run out) to recover.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn kill(&self) {
+        self.inner.killed.store(true, Ordering::SeqCst);
+        let _ = self.inner.shutdown.send(true);
+        let drivers: Vec<_> = self
+            .inner
+            .drivers
+            .lock()
+            .map(|mut d| d.drain().map(|(_, tx)| tx).collect())
+            .unwrap_or_default();
+        for tx in drivers {
+            let _ = tx.send(Control::Stop);
+        }
+    }
+
+    /// Whether [`Engine::kill`] stopped this engine.
+    pub(crate) fn is_killed(&self) -> bool {
+        self.inner.is_killed()
+    }
+}
+
+impl Inner {
+    /// Whether [`Engine::kill`] stopped this engine.
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+}

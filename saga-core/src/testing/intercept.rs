@@ -1,0 +1,175 @@
+//! The user's steps, registered behind an interceptor that counts every call and injects the
+//! schedule's faults: the one place where a fault happens.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::journal::{Entry, Journal};
+use super::schedule::Fault;
+use crate::definition::SagaDefinition;
+use crate::engine::registry::{AnyInput, ErasedSaga};
+use crate::step::{BoxFuture, Op, RawActionResult, Retry, SagaSteps, StepContext, StepError};
+
+/// An action call held back by [`Fault::Hang`], delivered once the saga has finished.
+pub(crate) struct Held {
+    step: usize,
+    /// No earlier call of the action ran: the late one must be cancelled, not a duplicate.
+    first: bool,
+    ctx: StepContext,
+    input: AnyInput,
+    reads: Vec<Value>,
+}
+
+/// Saga `S` with its steps `H`, every call going through the journal's schedule.
+pub(crate) struct Intercepted<S, H> {
+    handler: Arc<H>,
+    journal: Arc<Journal>,
+    fingerprint: String,
+    _saga: PhantomData<fn() -> S>,
+}
+
+impl<S: SagaSteps<H>, H: Send + Sync + 'static> Intercepted<S, H> {
+    pub(crate) fn new(handler: H, journal: Arc<Journal>) -> Self {
+        Intercepted {
+            handler: Arc::new(handler),
+            journal,
+            fingerprint: S::definition().fingerprint(),
+            _saga: PhantomData,
+        }
+    }
+
+    /// Delivers the held-back action calls, late, and journals what each answered.
+    pub(crate) async fn deliver_held(&self) {
+        for held in self.journal.take_held() {
+            let step = S::definition().steps[held.step].name;
+            let outcome = match held.input.downcast_ref::<S::Input>() {
+                Some(input) => {
+                    let call =
+                        S::run_action(&self.handler, held.step, &held.ctx, input, held.reads);
+                    self.journal.clock().io(call).await
+                }
+                None => Err(StepError::Retry("saga input has the wrong type".into())),
+            };
+            self.journal.push(Entry::Late {
+                step,
+                first: held.first,
+                succeeded: outcome.is_ok(),
+                answer: match outcome {
+                    Ok(v) => format!("succeeded with {v}"),
+                    Err(e) => e.to_string(),
+                },
+            });
+        }
+    }
+}
+
+/// Why an injected fault made a call in doubt.
+fn injected(fault: Fault) -> String {
+    format!("injected {fault}")
+}
+
+impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Intercepted<S, H> {
+    fn definition(&self) -> &'static SagaDefinition {
+        S::definition()
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn decode_input(&self, input: &Value) -> Result<AnyInput, serde_json::Error> {
+        serde_json::from_value::<S::Input>(input.clone()).map(|i| Arc::new(i) as AnyInput)
+    }
+
+    fn run_action(
+        &self,
+        step: usize,
+        ctx: StepContext,
+        input: AnyInput,
+        reads: Vec<Value>,
+    ) -> BoxFuture<'static, RawActionResult> {
+        let (handler, journal) = (self.handler.clone(), self.journal.clone());
+        Box::pin(async move {
+            let fault = journal.fault_for(step, Op::Action);
+            let Some(typed) = input.downcast_ref::<S::Input>() else {
+                return Err(StepError::Retry("saga input has the wrong type".into()));
+            };
+            let clock = journal.clock().clone();
+            let call = || {
+                journal.action_runs(step);
+                clock.io(S::run_action(&handler, step, &ctx, typed, reads.clone()))
+            };
+            match fault {
+                None => call().await,
+                Some(Fault::ErrorBefore) => Err(StepError::Retry(injected(Fault::ErrorBefore))),
+                Some(fault @ (Fault::ReplyLost | Fault::LostUntilDeadline)) => {
+                    let _ = call().await;
+                    Err(StepError::Retry(injected(fault)))
+                }
+                Some(Fault::Duplicate) => {
+                    let _ = call().await;
+                    call().await
+                }
+                Some(Fault::Timeout) => {
+                    let _ = call().await;
+                    std::future::pending().await
+                }
+                Some(Fault::BusinessFailure) => {
+                    Err(StepError::Failure(injected(Fault::BusinessFailure)))
+                }
+                Some(Fault::Hang) => {
+                    journal.hold(Held {
+                        step,
+                        first: !journal.action_ran(step),
+                        ctx: ctx.clone(),
+                        input: input.clone(),
+                        reads,
+                    });
+                    std::future::pending().await
+                }
+            }
+        })
+    }
+
+    fn run_compensation(
+        &self,
+        step: usize,
+        ctx: StepContext,
+        input: AnyInput,
+        output: Option<Value>,
+        reads: Vec<Value>,
+    ) -> BoxFuture<'static, Result<(), Retry>> {
+        let (handler, journal) = (self.handler.clone(), self.journal.clone());
+        Box::pin(async move {
+            let fault = journal.fault_for(step, Op::Compensate);
+            let Some(typed) = input.downcast_ref::<S::Input>() else {
+                return Err(Retry::new("saga input has the wrong type"));
+            };
+            let clock = journal.clock().clone();
+            let call = || {
+                let (output, reads) = (output.clone(), reads.clone());
+                clock.io(S::run_compensation(
+                    &handler, step, &ctx, typed, output, reads,
+                ))
+            };
+            match fault {
+                None => call().await,
+                Some(Fault::ReplyLost) => {
+                    let _ = call().await;
+                    Err(Retry(injected(Fault::ReplyLost)))
+                }
+                Some(Fault::Duplicate) => {
+                    let _ = call().await;
+                    call().await
+                }
+                Some(Fault::Timeout) => {
+                    let _ = call().await;
+                    std::future::pending().await
+                }
+                Some(fault) => Err(Retry(injected(fault))),
+            }
+        })
+    }
+}
