@@ -274,6 +274,9 @@ impl Engine {
         tokio::spawn(async move {
             let def = start.saga.definition();
             let finished = driver::run(engine.inner.clone(), engine.limits(), start, rx).await;
+            // The slot goes first, so that once `driving()` no longer counts this driver, its
+            // room is free for a new submit.
+            drop(slot);
             // A newer driver for the same gid may have replaced this one: remove only our own
             // entry, whose receiver is gone now.
             if let Ok(mut d) = engine.inner.drivers.lock()
@@ -282,7 +285,6 @@ impl Engine {
                 d.remove(&gid);
                 metrics::gauge!("saga_in_flight").set(d.len() as f64);
             }
-            drop(slot);
             let view = finished.map(|f| view::of_finished(def, &gid, input, created_at, f));
             submit::wake_waiters(&engine.inner, &gid, view);
         });
