@@ -13,6 +13,14 @@ use tokio::process::{Child, Command};
 
 use crate::db::Location;
 
+/// The saga store's file in a SQLite data directory (as `Location::open_store` in `db.rs`
+/// names it).
+pub const STORE_FILE: &str = "saga.db";
+
+/// The saga store's schema in a PostgreSQL database (as `Location::open_store` in `db.rs`
+/// names it).
+pub const STORE_SCHEMA: &str = "saga";
+
 /// Where a fresh data set lives.
 pub enum DataSet {
     /// SQLite files in a temporary directory, removed on drop.

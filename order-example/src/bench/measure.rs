@@ -1,5 +1,5 @@
-//! What every bench run measures: latencies (hdrhistogram), outcomes, resident memory, and the
-//! progress bar shown while it runs.
+//! What every bench run measures: latencies (hdrhistogram), outcomes, resident memory, CPU time,
+//! and the progress bar shown while it runs.
 
 use std::time::Duration;
 
@@ -134,6 +134,131 @@ pub struct Memory {
     pub during_kib: Vec<(String, u64)>,
 }
 
+/// The shares of the work at which the resident size is sampled during a run.
+pub const RSS_MARKS: [(u64, &str); 3] = [(10, "10%"), (50, "50%"), (100, "100%")];
+
+/// Samples the resident size of process `pid` (the bench itself with `None`) while `bar`
+/// advances: once at each of [`RSS_MARKS`] (the first look at or past the share), until every
+/// mark is taken or the returned task is aborted. 100 % is taken by the caller at the end of the
+/// load, with [`finish_curve`].
+pub fn sample_rss_curve(
+    pid: Option<u32>,
+    bar: ProgressBar,
+    total: u64,
+) -> tokio::task::JoinHandle<Vec<(String, u64)>> {
+    tokio::spawn(async move {
+        let mut taken = Vec::new();
+        for (percent, label) in RSS_MARKS.iter().filter(|(p, _)| *p < 100) {
+            let at = total.saturating_mul(*percent) / 100;
+            while bar.position() < at {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Some(kib) = rss_kib(pid) {
+                taken.push((label.to_string(), kib));
+            }
+        }
+        taken
+    })
+}
+
+/// The curve of [`sample_rss_curve`] with its last point (100 %) read now.
+pub async fn finish_curve(
+    sampler: tokio::task::JoinHandle<Vec<(String, u64)>>,
+    pid: Option<u32>,
+) -> Vec<(String, u64)> {
+    let mut curve = if sampler.is_finished() {
+        sampler.await.unwrap_or_default()
+    } else {
+        // The load ended before a mark was reached (it failed): no further samples.
+        sampler.abort();
+        Vec::new()
+    };
+    if let Some(kib) = rss_kib(pid) {
+        curve.push(("100%".to_string(), kib));
+    }
+    curve
+}
+
+/// CPU time (user and system) a process has used so far, from `/proc/<pid>/stat` (the bench
+/// itself with `None`); `None` when the process is gone or the file unreadable.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let ticks = stat_cpu_ticks(&std::fs::read_to_string(path).ok()?)?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat` line. The command
+/// name (field 2) is in parentheses and may itself hold spaces and parentheses, so the fields are
+/// counted from the last `)`.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (the state).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf(3) only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// CPU time of the `serve` child (when there is one) and of the bench process across a load.
+pub struct CpuMeter {
+    serve: Option<(u32, Duration)>,
+    bench: Option<Duration>,
+}
+
+impl CpuMeter {
+    /// Reads both processes' CPU time now; `serve_pid` is `None` without a child to read.
+    pub fn start(serve_pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            serve: serve_pid.and_then(|pid| Some((pid, cpu_time(Some(pid))?))),
+            bench: cpu_time(None),
+        }
+    }
+
+    /// The CPU time used since [`CpuMeter::start`], in total and per saga (or order).
+    pub fn finish(&self, sagas: u64) -> CpuUse {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let serve_ms = self
+            .serve
+            .and_then(|(pid, before)| Some(ms(cpu_time(Some(pid))?.saturating_sub(before))));
+        let bench_ms = self
+            .bench
+            .and_then(|before| Some(ms(cpu_time(None)?.saturating_sub(before))));
+        let per = |total: Option<f64>| total.map(|t| t / sagas.max(1) as f64);
+        CpuUse {
+            serve_ms,
+            serve_ms_per_saga: per(serve_ms),
+            bench_ms,
+            bench_ms_per_saga: per(bench_ms),
+        }
+    }
+}
+
+/// CPU time (user and system, from `/proc/<pid>/stat`, in clock ticks of 10 ms on most
+/// systems) spent during a load.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuUse {
+    /// Of the `serve` process; `None` when the bench started none (`--coordinator`, or `--url`
+    /// without `--server-pid`).
+    pub serve_ms: Option<f64>,
+    /// `serve_ms` per saga (or order).
+    pub serve_ms_per_saga: Option<f64>,
+    /// Of the bench process: the load's client, and with `--coordinator` the engine too.
+    pub bench_ms: Option<f64>,
+    /// `bench_ms` per saga (or order).
+    pub bench_ms_per_saga: Option<f64>,
+}
+
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress(len: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
@@ -144,4 +269,46 @@ pub fn progress(len: u64, label: &str) -> ProgressBar {
     }
     bar.set_prefix(label.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_ticks_adds_utime_and_stime() {
+        let stat = "4242 (order-example) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    731 129 0 0 20 0 9 0 1000 123456789 4567 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(stat), Some(860));
+    }
+
+    #[test]
+    fn stat_cpu_ticks_counts_fields_after_the_last_parenthesis() {
+        // A command name with spaces and a parenthesis of its own.
+        let stat = "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 9 1 1 1";
+        assert_eq!(stat_cpu_ticks(stat), Some(11));
+    }
+
+    #[test]
+    fn stat_cpu_ticks_rejects_a_short_or_garbled_line() {
+        assert_eq!(stat_cpu_ticks(""), None);
+        assert_eq!(stat_cpu_ticks("1 (x) S 1 2 3"), None);
+        assert_eq!(stat_cpu_ticks("1 (x) S 1 1 1 0 -1 0 0 0 0 0 u s"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_cpu_time_and_it_grows() {
+        let before = cpu_time(None).expect("/proc/self/stat is readable on Linux");
+        // Spin until the clock tick counter moves; CPU time never goes back.
+        let mut x = 0u64;
+        let mut after = before;
+        while after == before {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+            after = cpu_time(None).expect("readable");
+        }
+        assert!(after > before);
+    }
 }
