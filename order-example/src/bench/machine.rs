@@ -196,7 +196,7 @@ pub fn command_line(args: impl IntoIterator<Item = String>) -> String {
 }
 
 fn shell_quote(arg: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+*".contains(c);
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c);
     if !arg.is_empty() && arg.chars().all(plain) {
         arg.to_string()
     } else {
@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(
             command_line(args),
             "order-example bench --database-url \
-             postgres://bench:***@127.0.0.1:5432/postgres?sslmode=disable --steps 2,4,8,16 \
+             'postgres://bench:***@127.0.0.1:5432/postgres?sslmode=disable' --steps 2,4,8,16 \
              'it'\\''s' ''"
         );
         let plain = ["postgres://u@h/db", "http://h:1/x"].map(String::from);

@@ -70,6 +70,17 @@ pub async fn run(
     prefix: &str,
     sagas: u64,
 ) -> anyhow::Result<Duration> {
+    run_in_chunks(data, saga, prefix, sagas, CHUNK).await
+}
+
+/// [`run`], `chunk` sagas per transaction.
+async fn run_in_chunks(
+    data: &DataSet,
+    saga: NoopSaga,
+    prefix: &str,
+    sagas: u64,
+    chunk: u64,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let gids = gid_prefix(prefix);
     let template = format!("{gids}-0");
@@ -79,12 +90,12 @@ pub async fn run(
     match data.location() {
         Location::Dir(dir) => {
             let pool = store::sqlite::open_pool(&dir.join(STORE_FILE), true, 1).await?;
-            copy_sqlite(&pool, &gids, &template, sagas, &bar).await?;
+            copy_sqlite(&pool, &gids, &template, (sagas, chunk), &bar).await?;
             pool.close().await;
         }
         Location::Url(url) => {
             let pool = store::postgres::open_pool(&url, Some(STORE_SCHEMA), 1).await?;
-            copy_postgres(&pool, &gids, &template, sagas, &bar).await?;
+            copy_postgres(&pool, &gids, &template, (sagas, chunk), &bar).await?;
             pool.close().await;
         }
     }
@@ -126,11 +137,11 @@ async fn copy_sqlite(
     pool: &SqlitePool,
     gids: &str,
     template: &str,
-    sagas: u64,
+    (sagas, chunk): (u64, u64),
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let last = sagas as i64;
-    for (first, end) in chunks(sagas, CHUNK) {
+    for (first, end) in chunks(sagas, chunk) {
         let mut tx = pool.begin().await?;
         for sql in [SQLITE.instances, SQLITE.steps, SQLITE.attempts] {
             sqlx::query(sql)
@@ -154,11 +165,11 @@ async fn copy_postgres(
     pool: &PgPool,
     gids: &str,
     template: &str,
-    sagas: u64,
+    (sagas, chunk): (u64, u64),
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let last = sagas as i64;
-    for (first, end) in chunks(sagas, CHUNK) {
+    for (first, end) in chunks(sagas, chunk) {
         let mut tx = pool.begin().await?;
         for sql in [POSTGRES.instances, POSTGRES.steps, POSTGRES.attempts] {
             sqlx::query(sql)
@@ -181,6 +192,71 @@ async fn copy_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use saga_core::store::AttemptRecord;
+
+    /// Prefills `sagas` of `saga` and checks that every copy is the template's rows with its
+    /// own gid, input and times, and that the engine reads them as finished sagas.
+    async fn every_copy_is_a_finished_saga(data: DataSet, saga: NoopSaga, sagas: u64) {
+        let prefix = "t";
+        // Chunks of 5: several transactions, the last one short.
+        run_in_chunks(&data, saga, prefix, sagas, 5).await.unwrap();
+        let store = data.location().open_store().await.unwrap();
+        let counts = store.count_by_status().await.unwrap();
+        assert_eq!(counts, vec![(SagaStatus::Succeeded, sagas as i64)]);
+        let gids = gid_prefix(prefix);
+        let template = store.load(&format!("{gids}-0")).await.unwrap().unwrap();
+        let template_attempts = store.attempts(&template.gid).await.unwrap();
+        assert_eq!(template.state.steps.len(), saga.steps() as usize);
+        assert_eq!(template_attempts.len(), saga.steps() as usize);
+        let strip =
+            |a: &AttemptRecord| (a.step.clone(), a.op, a.attempt, a.owner.clone(), a.outcome);
+        for n in 1..sagas {
+            let gid = format!("{gids}-{n}");
+            let copy = store.load(&gid).await.unwrap().unwrap();
+            assert_eq!(copy.saga, template.saga);
+            assert_eq!(copy.fingerprint, template.fingerprint);
+            assert_eq!(copy.state, template.state);
+            assert_eq!(copy.step_names, template.step_names);
+            assert_eq!(copy.input, serde_json::json!({ "n": n }));
+            assert_eq!(copy.owner, template.owner);
+            let before = (sagas - n) as i64;
+            assert_eq!(copy.created_at, template.created_at - before);
+            assert_eq!(copy.updated_at, template.updated_at - before);
+            let attempts = store.attempts(&gid).await.unwrap();
+            assert_eq!(
+                attempts.iter().map(strip).collect::<Vec<_>>(),
+                template_attempts.iter().map(strip).collect::<Vec<_>>()
+            );
+            for (a, t) in attempts.iter().zip(&template_attempts) {
+                assert_eq!(a.started_at, t.started_at - before);
+                assert_eq!(a.finished_at, t.finished_at - before);
+            }
+        }
+        assert!(
+            store
+                .load(&format!("{gids}-{sagas}"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_prefill_copies_the_template_saga() {
+        let data = DataSet::Dir(saga_testkit::temp_dir());
+        every_copy_is_a_finished_saga(data, NoopSaga::Four, 23).await;
+    }
+
+    #[tokio::test]
+    async fn a_postgres_prefill_copies_the_template_saga() {
+        let url = saga_testkit::postgres().fresh_database();
+        let data = DataSet::Postgres {
+            admin_url: url.clone(),
+            name: String::new(),
+            url,
+        };
+        every_copy_is_a_finished_saga(data, NoopSaga::Two, 17).await;
+    }
 
     #[test]
     fn chunks_cover_every_copy_once() {

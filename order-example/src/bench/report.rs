@@ -427,3 +427,153 @@ fn memory_cell(m: &Memory) -> String {
         mib(m.after_kib)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::measure::Latencies;
+
+    fn coordinator(backend: &str, steps: u32, prefilled: u64, per_second: f64) -> Coordinator {
+        Coordinator {
+            backend: backend.into(),
+            sagas: 100,
+            concurrency: 8,
+            seconds: 100.0 / per_second,
+            per_second,
+            latency: Latencies::new().summary(),
+            outcomes: Outcomes {
+                succeeded: 100,
+                ..Outcomes::default()
+            },
+            store_commits: 20,
+            store_writes: 500,
+            commits_per_saga: 0.2,
+            writes_per_saga: 5.0,
+            memory: Memory::default(),
+            steps,
+            prefilled,
+            prefill_seconds: if prefilled > 0 { 2.5 } else { 0.0 },
+            cpu: CpuUse {
+                bench_ms: Some(40.0),
+                bench_ms_per_saga: Some(0.4),
+                ..CpuUse::default()
+            },
+            cpu_us_per_step: Some(400.0 / f64::from(steps)),
+        }
+    }
+
+    fn end_to_end(mode: &str, per_second: f64) -> EndToEnd {
+        EndToEnd {
+            backend: "sqlite".into(),
+            mode: mode.into(),
+            orders: 100,
+            concurrency: 8,
+            seconds: 100.0 / per_second,
+            per_second,
+            latency: Latencies::new().summary(),
+            outcomes: Outcomes::default(),
+            succeeded_share: 1.0,
+            compensated_share: 0.0,
+            server_memory: Memory {
+                during_kib: vec![("10%".into(), 1024), ("50%".into(), 2048)],
+                ..Memory::default()
+            },
+            store_commits: None,
+            store_writes: None,
+            store_commits_per_saga: None,
+            store_writes_per_saga: None,
+            cpu: CpuUse {
+                serve_ms: Some(150.0),
+                serve_ms_per_saga: Some(1.5),
+                bench_ms: Some(10.0),
+                bench_ms_per_saga: Some(0.1),
+            },
+        }
+    }
+
+    fn report() -> Report {
+        let mut report = Report {
+            end_to_end: vec![end_to_end("saga", 500.0), end_to_end("direct", 1000.0)],
+            coordinator: vec![
+                coordinator("sqlite", 4, 0, 4000.0),
+                coordinator("sqlite", 4, 1000, 3600.0),
+                coordinator("sqlite", 8, 0, 2000.0),
+                coordinator("postgres", 4, 1000, 1500.0),
+            ],
+            recovery: vec![Recovery {
+                backend: "sqlite".into(),
+                sagas: 100,
+                steps: 4,
+                restart_to_first_step_ms: Some(12.0),
+                ..Recovery::default()
+            }],
+            ..Report::default()
+        };
+        report.compare();
+        report
+    }
+
+    #[test]
+    fn compare_pairs_each_prefilled_run_with_its_empty_one() {
+        let report = report();
+        assert_eq!(report.comparisons.len(), 1);
+        assert_eq!(report.comparisons[0].ratio, 0.5);
+        // The PostgreSQL run has no empty run of its step count: no ratio.
+        assert_eq!(report.prefill_comparisons.len(), 1);
+        let c = &report.prefill_comparisons[0];
+        assert_eq!(
+            (c.backend.as_str(), c.steps, c.prefilled),
+            ("sqlite", 4, 1000)
+        );
+        assert_eq!(c.ratio, 3600.0 / 4000.0);
+        assert_eq!(c.prefill_seconds, 2.5);
+    }
+
+    #[test]
+    fn the_json_keeps_the_old_fields_and_has_the_new_ones() {
+        let json = serde_json::to_value(report()).unwrap();
+        for key in ["end_to_end", "comparisons", "coordinator", "cpus"] {
+            assert!(json.get(key).is_some(), "{key} is missing");
+        }
+        for key in ["machine", "prefill_comparisons", "recovery"] {
+            assert!(json.get(key).is_some(), "{key} is missing");
+        }
+        let row = &json["end_to_end"][0];
+        assert_eq!(row["cpu"]["serve_ms_per_saga"], 1.5);
+        assert_eq!(row["store_writes_per_saga"], serde_json::Value::Null);
+        assert_eq!(row["server_memory"]["during_kib"][1][0], "50%");
+        let row = &json["coordinator"][2];
+        assert_eq!(row["steps"], 8);
+        assert_eq!(row["cpu_us_per_step"], 50.0);
+        assert_eq!(row["cpu"]["serve_ms"], serde_json::Value::Null);
+        assert_eq!(json["recovery"][0]["restart_to_first_step_ms"], 12.0);
+        assert_eq!(json["machine"]["command"], "");
+    }
+
+    #[test]
+    fn the_markdown_has_a_table_per_kind_of_run() {
+        let md = report().markdown();
+        assert!(md.starts_with("Measured "));
+        for heading in [
+            "### End to end",
+            "### Saga against direct",
+            "### Coordinator only",
+            "### A store of finished sagas against an empty one",
+            "### Recovery",
+        ] {
+            assert!(md.contains(heading), "{heading} is missing:\n{md}");
+        }
+        assert!(md.contains("| 1.500 | 0.100 |"), "{md}");
+        assert!(
+            md.contains("| sqlite | 4 | 1000 | 2.5 | 4000 | 3600 | 0.90 |"),
+            "{md}"
+        );
+        // Every table row has as many cells as its header.
+        for table in md.split("\n\n").filter(|t| t.starts_with('|')) {
+            let cells = |l: &str| l.matches('|').count();
+            let mut lines = table.lines();
+            let header = cells(lines.next().unwrap());
+            assert!(lines.all(|l| cells(l) == header), "{table}");
+        }
+    }
+}
