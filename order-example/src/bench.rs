@@ -111,8 +111,8 @@ pub struct BenchArgs {
     #[arg(long, requires = "url")]
     pub server_pid: Option<u32>,
     /// How long to measure the disk's fsync rate at the start, seconds (0: skip).
-    #[arg(long, default_value_t = 1.0)]
-    pub fsync_seconds: f64,
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    pub fsync_seconds: Duration,
     /// Give every order a fresh coupon (seeded first), so the coupon step writes too.
     #[arg(long, conflicts_with = "url")]
     pub coupons: bool,
@@ -149,6 +149,14 @@ CPU is user and system time from /proc/PID/stat, of the `serve` child and of thi
 Every report starts with the date, the CPU, the fsync rate of the temporary directory and the
 command. docs/bench.md describes every flag and field.";
 
+/// Seconds, as a whole or decimal number of 0 or more.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("`{s}` is not a number of seconds (0 or more)"))
+}
+
 /// One `--steps` entry: a step count the bench has a no-op saga for.
 fn parse_step_count(s: &str) -> Result<u32, String> {
     noop::parse_step_counts(s).map(|counts| counts[0])
@@ -176,10 +184,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let steps = step_counts(&args)?;
     let run_id = format!("{:08x}", rand::rng().random::<u32>());
     let concurrency = args.concurrency as usize;
-    let fsync_for = Duration::try_from_secs_f64(args.fsync_seconds)
-        .map_err(|_| anyhow::anyhow!("--fsync-seconds must be 0 or more"))?;
     // The SQLite data sets are made in the temporary directory: probe its disk.
-    let machine = Machine::probe(&std::env::temp_dir(), fsync_for);
+    let machine = Machine::probe(&std::env::temp_dir(), args.fsync_seconds);
     let mut report = Report {
         cpus: machine.cpus,
         machine,
@@ -456,4 +462,88 @@ async fn end_to_end(
         store_writes_per_saga: counters.map(|(_, w)| w as f64 / args.orders as f64),
         cpu,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, String> {
+        let argv = std::iter::once("bench").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(|c| c.bench)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_defaults_are_the_old_bench() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.steps, vec![4]);
+        assert_eq!(args.prefill, None);
+        assert_eq!(args.recovery, None);
+        assert_eq!(args.fsync_seconds, Duration::from_secs(1));
+        assert!(step_counts(&args).is_ok());
+    }
+
+    #[test]
+    fn the_new_flags_parse() {
+        let args = parse(&[
+            "--coordinator",
+            "--steps",
+            "2,4,8,16",
+            "--prefill",
+            "1000000",
+        ])
+        .unwrap();
+        assert_eq!(args.steps, vec![2, 4, 8, 16]);
+        assert_eq!(args.prefill, Some(1_000_000));
+        assert_eq!(step_counts(&args).unwrap(), vec![2, 4, 8, 16]);
+        let args = parse(&[
+            "--recovery",
+            "10000",
+            "--steps",
+            "8",
+            "--fsync-seconds",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(args.recovery, Some(10_000));
+        assert_eq!(args.fsync_seconds, Duration::from_millis(500));
+        assert_eq!(step_counts(&args).unwrap(), vec![8]);
+        let args = parse(&["--url", "http://127.0.0.1:1", "--server-pid", "42"]).unwrap();
+        assert_eq!(args.server_pid, Some(42));
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        for bad in [
+            &["--steps", "3"][..],
+            &["--prefill", "0"],
+            &["--recovery", "0"],
+            &["--recovery", "10", "--coordinator"],
+            &["--recovery", "10", "--url", "http://h:1"],
+            &["--server-pid", "42"],
+            &["--fsync-seconds", "x"],
+            &["--fsync-seconds=-1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        for bad in [
+            &["--coordinator", "--steps", "4,4"][..],
+            &["--prefill", "10"],
+            &["--recovery", "10", "--prefill", "10"],
+            &["--steps", "2"],
+        ] {
+            let args = parse(bad).unwrap();
+            assert!(step_counts(&args).is_err(), "{bad:?} was accepted");
+        }
+    }
 }
