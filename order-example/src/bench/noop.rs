@@ -121,21 +121,24 @@ macro_rules! noop_saga {
 }
 
 noop_saga!(Noop2, Noop2Steps, "noop_2",
-    S01 s01 s01_compensation, S02 s02 s02_compensation);
+    Step01 step01 step01_compensation, Step02 step02 step02_compensation);
 noop_saga!(Noop4, Noop4Steps, "noop_4",
-    S01 s01 s01_compensation, S02 s02 s02_compensation, S03 s03 s03_compensation,
-    S04 s04 s04_compensation);
+    Step01 step01 step01_compensation, Step02 step02 step02_compensation,
+    Step03 step03 step03_compensation, Step04 step04 step04_compensation);
 noop_saga!(Noop8, Noop8Steps, "noop_8",
-    S01 s01 s01_compensation, S02 s02 s02_compensation, S03 s03 s03_compensation,
-    S04 s04 s04_compensation, S05 s05 s05_compensation, S06 s06 s06_compensation,
-    S07 s07 s07_compensation, S08 s08 s08_compensation);
+    Step01 step01 step01_compensation, Step02 step02 step02_compensation,
+    Step03 step03 step03_compensation, Step04 step04 step04_compensation,
+    Step05 step05 step05_compensation, Step06 step06 step06_compensation,
+    Step07 step07 step07_compensation, Step08 step08 step08_compensation);
 noop_saga!(Noop16, Noop16Steps, "noop_16",
-    S01 s01 s01_compensation, S02 s02 s02_compensation, S03 s03 s03_compensation,
-    S04 s04 s04_compensation, S05 s05 s05_compensation, S06 s06 s06_compensation,
-    S07 s07 s07_compensation, S08 s08 s08_compensation, S09 s09 s09_compensation,
-    S10 s10 s10_compensation, S11 s11 s11_compensation, S12 s12 s12_compensation,
-    S13 s13 s13_compensation, S14 s14 s14_compensation, S15 s15 s15_compensation,
-    S16 s16 s16_compensation);
+    Step01 step01 step01_compensation, Step02 step02 step02_compensation,
+    Step03 step03 step03_compensation, Step04 step04 step04_compensation,
+    Step05 step05 step05_compensation, Step06 step06 step06_compensation,
+    Step07 step07 step07_compensation, Step08 step08 step08_compensation,
+    Step09 step09 step09_compensation, Step10 step10 step10_compensation,
+    Step11 step11 step11_compensation, Step12 step12 step12_compensation,
+    Step13 step13 step13_compensation, Step14 step14 step14_compensation,
+    Step15 step15 step15_compensation, Step16 step16 step16_compensation);
 
 /// One of the no-op sagas, by its step count: registers it and submits it without naming its
 /// type at every call site.
