@@ -264,8 +264,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 product: args.product,
                 first_coupon: None,
             };
-            let pid = args.server_pid;
-            let result = end_to_end(&client, url, pid, "external", *mode, &shape, &args).await?;
+            let pids = (args.server_pid, None);
+            let result = end_to_end(&client, url, pids, "external", *mode, &shape, &args).await?;
             report.end_to_end.push(result);
         }
     } else {
@@ -363,16 +363,8 @@ async fn spawned_end_to_end(
             product: args.product,
             first_coupon,
         };
-        let result = end_to_end(
-            &client,
-            &server.base_url,
-            Some(server.pid),
-            backend,
-            mode,
-            &shape,
-            args,
-        )
-        .await;
+        let pids = (Some(server.pid), data.postmaster_pid().await);
+        let result = end_to_end(&client, &server.base_url, pids, backend, mode, &shape, args).await;
         if result.as_ref().is_ok_and(|r| r.outcomes.errors > 0) {
             eprintln!("the server's log ends with:\n{}", server.log_tail());
         }
@@ -389,11 +381,12 @@ async fn spawned_end_to_end(
     result
 }
 
-/// Loads the server at `base_url` (process `pid` when we started it) in one mode.
+/// Loads the server at `base_url` in one mode; `pids` are its process id (when we started it
+/// or were told it) and the local PostgreSQL server's postmaster (when there is one).
 async fn end_to_end(
     client: &reqwest::Client,
     base_url: &str,
-    pid: Option<u32>,
+    (pid, postmaster): (Option<u32>, Option<u32>),
     backend: &str,
     mode: Mode,
     shape: &OrderShape,
@@ -409,7 +402,7 @@ async fn end_to_end(
     };
     let bar = measure::progress(args.orders, &format!("{backend} {}", mode.as_str()));
     let curve = pid.map(|p| measure::sample_rss_curve(Some(p), bar.clone(), args.orders));
-    let cpu = CpuMeter::start(pid);
+    let cpu = CpuMeter::start(pid, postmaster);
     let load = load::run(
         client,
         base_url,

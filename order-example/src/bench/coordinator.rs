@@ -68,7 +68,7 @@ pub async fn run(
         _ => format!("coordinator {backend} {} +{prefilled}", saga.steps()),
     };
     let bar = measure::progress(sagas, &label);
-    let cpu = CpuMeter::start(None);
+    let cpu = CpuMeter::start(None, data.postmaster_pid().await);
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

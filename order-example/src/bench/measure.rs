@@ -192,16 +192,66 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     ))
 }
 
-/// `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat` line. The command
-/// name (field 2) is in parentheses and may itself hold spaces and parentheses, so the fields are
-/// counted from the last `)`.
+/// `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat` line.
 pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    stat_fields(stat).map(|f| f.utime + f.stime)
+}
+
+/// The fields of a `/proc/<pid>/stat` line the bench reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFields {
+    /// Field 4: the parent's process id.
+    pub ppid: u32,
+    /// Field 14: user time, clock ticks.
+    pub utime: u64,
+    /// Field 15: system time, clock ticks.
+    pub stime: u64,
+    /// Fields 16 and 17: user and system time of the children the process has waited for.
+    pub children: u64,
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name (field 2) is in parentheses and may
+/// itself hold spaces and parentheses, so the fields are counted from the last `)`.
+pub fn stat_fields(stat: &str) -> Option<StatFields> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (the state).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    // `rest` starts at field 3 (the state): field N is `fields[N - 3]`.
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(StatFields {
+        ppid: u32::try_from(field(4)?).ok()?,
+        utime: field(14)?,
+        stime: field(15)?,
+        children: field(16)? + field(17)?,
+    })
+}
+
+/// CPU time of process `root`, of the children it has waited for, and of its live children:
+/// all that a PostgreSQL server's postmaster and its backends have used, whether a backend
+/// still runs or has exited. `None` when `root` is not a process of this machine.
+pub fn tree_cpu_time(root: u32) -> Option<Duration> {
+    let mut ticks = None;
+    let mut children = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(f) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| stat_fields(&s))
+        else {
+            continue;
+        };
+        if pid == root {
+            ticks = Some(f.utime + f.stime + f.children);
+        } else if f.ppid == root {
+            children += f.utime + f.stime;
+        }
+    }
+    ticks.map(|t| Duration::from_secs_f64((t + children) as f64 / clock_ticks_per_second()))
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -210,18 +260,22 @@ fn clock_ticks_per_second() -> f64 {
     if hz > 0 { hz as f64 } else { 100.0 }
 }
 
-/// CPU time of the `serve` child (when there is one) and of the bench process across a load.
+/// CPU time of the `serve` child (when there is one), of the bench process and of a local
+/// PostgreSQL server (when there is one) across a load.
 pub struct CpuMeter {
     serve: Option<(u32, Duration)>,
     bench: Option<Duration>,
+    database: Option<(u32, Duration)>,
 }
 
 impl CpuMeter {
-    /// Reads both processes' CPU time now; `serve_pid` is `None` without a child to read.
-    pub fn start(serve_pid: Option<u32>) -> CpuMeter {
+    /// Reads the processes' CPU time now; `serve_pid` is `None` without a child to read,
+    /// `postmaster` `None` without a PostgreSQL server on this machine.
+    pub fn start(serve_pid: Option<u32>, postmaster: Option<u32>) -> CpuMeter {
         CpuMeter {
             serve: serve_pid.and_then(|pid| Some((pid, cpu_time(Some(pid))?))),
             bench: cpu_time(None),
+            database: postmaster.and_then(|pid| Some((pid, tree_cpu_time(pid)?))),
         }
     }
 
@@ -234,12 +288,17 @@ impl CpuMeter {
         let bench_ms = self
             .bench
             .and_then(|before| Some(ms(cpu_time(None)?.saturating_sub(before))));
+        let database_ms = self
+            .database
+            .and_then(|(pid, before)| Some(ms(tree_cpu_time(pid)?.saturating_sub(before))));
         let per = |total: Option<f64>| total.map(|t| t / sagas.max(1) as f64);
         CpuUse {
             serve_ms,
             serve_ms_per_saga: per(serve_ms),
             bench_ms,
             bench_ms_per_saga: per(bench_ms),
+            database_ms,
+            database_ms_per_saga: per(database_ms),
         }
     }
 }
@@ -257,6 +316,11 @@ pub struct CpuUse {
     pub bench_ms: Option<f64>,
     /// `bench_ms` per saga (or order).
     pub bench_ms_per_saga: Option<f64>,
+    /// Of the PostgreSQL server (its postmaster and backends) when it runs on this machine;
+    /// `None` on SQLite, whose work is done inside the processes above.
+    pub database_ms: Option<f64>,
+    /// `database_ms` per saga (or order).
+    pub database_ms_per_saga: Option<f64>,
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -287,6 +351,31 @@ mod tests {
         // A command name with spaces and a parenthesis of its own.
         let stat = "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 9 1 1 1";
         assert_eq!(stat_cpu_ticks(stat), Some(11));
+    }
+
+    #[test]
+    fn stat_fields_read_the_parent_and_the_waited_for_children() {
+        let stat = "4242 (postgres) S 17 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    731 129 40 2 20 0 9 0 1000 123456789 4567 18446744073709551615";
+        let f = stat_fields(stat).unwrap();
+        assert_eq!(
+            f,
+            StatFields {
+                ppid: 17,
+                utime: 731,
+                stime: 129,
+                children: 42
+            }
+        );
+    }
+
+    #[test]
+    fn this_process_is_the_root_of_its_own_tree() {
+        let pid = std::process::id();
+        let own = cpu_time(None).unwrap();
+        // Its own time and its children's: at least what it has used itself.
+        assert!(tree_cpu_time(pid).unwrap() >= own);
+        assert_eq!(tree_cpu_time(u32::MAX), None);
     }
 
     #[test]

@@ -227,19 +227,19 @@ impl Report {
             s.push_str(
                 "| backend | mode | orders | C | seconds | orders/s | p50 ms | p95 ms | p99 ms \
                  | succeeded | compensated | other | commits/saga | writes/saga \
-                 | serve CPU ms/order | bench CPU ms/order \
+                 | serve CPU ms/order | bench CPU ms/order | database CPU ms/order \
                  | server RSS before / peak / after | server RSS at 10% / 50% / 100% |\n",
             );
             s.push_str(
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:\
-                 |---|---|\n",
+                 |---:|---|---|\n",
             );
             for r in &self.end_to_end {
                 let o = &r.outcomes;
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} \
-                     | {} ({:.1}%) | {} ({:.1}%) | {} | {} | {} | {} | {} | {} | {} |",
+                     | {} ({:.1}%) | {} ({:.1}%) | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.backend,
                     r.mode,
                     r.orders,
@@ -258,6 +258,7 @@ impl Report {
                     fixed(r.store_writes_per_saga, 2),
                     fixed(r.cpu.serve_ms_per_saga, 3),
                     fixed(r.cpu.bench_ms_per_saga, 3),
+                    fixed(r.cpu.database_ms_per_saga, 3),
                     memory_cell(&r.server_memory),
                     curve_cell(&r.server_memory),
                 );
@@ -299,17 +300,17 @@ impl Report {
             s.push_str(
                 "| backend | steps | prefilled | sagas | C | seconds | sagas/s | p50 ms | p95 ms \
                  | p99 ms | succeeded | commits/saga | writes/saga | CPU ms/saga | CPU µs/step \
-                 | RSS before / peak / after | RSS at 10% / 50% / 100% |\n",
+                 | database CPU ms/saga | RSS before / peak / after | RSS at 10% / 50% / 100% |\n",
             );
             s.push_str(
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:\
-                 |---|---|\n",
+                 |---:|---|---|\n",
             );
             for r in &self.coordinator {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {} \
-                     | {:.2} | {:.2} | {} | {} | {} | {} |",
+                     | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
                     r.backend,
                     r.steps,
                     r.prefilled,
@@ -325,6 +326,7 @@ impl Report {
                     r.writes_per_saga,
                     fixed(r.cpu.bench_ms_per_saga, 3),
                     fixed(r.cpu_us_per_step, 1),
+                    fixed(r.cpu.database_ms_per_saga, 3),
                     memory_cell(&r.memory),
                     curve_cell(&r.memory),
                 );
@@ -487,6 +489,7 @@ mod tests {
                 serve_ms_per_saga: Some(1.5),
                 bench_ms: Some(10.0),
                 bench_ms_per_saga: Some(0.1),
+                ..CpuUse::default()
             },
         }
     }
@@ -563,7 +566,7 @@ mod tests {
         ] {
             assert!(md.contains(heading), "{heading} is missing:\n{md}");
         }
-        assert!(md.contains("| 1.500 | 0.100 |"), "{md}");
+        assert!(md.contains("| 1.500 | 0.100 | - |"), "{md}");
         assert!(
             md.contains("| sqlite | 4 | 1000 | 2.5 | 4000 | 3600 | 0.90 |"),
             "{md}"
