@@ -64,7 +64,7 @@ pub struct LatencySummary {
 pub struct Outcomes {
     /// Every step done.
     pub succeeded: u64,
-    /// A business failure, then the done steps were undone.
+    /// A business failure, then the done steps were compensated.
     pub compensated: u64,
     /// Parked for an operator (saga mode only).
     pub stuck: u64,
