@@ -8,7 +8,9 @@
 //! (the highest `updated_at` in the store), and checks that no saga was lost.
 //!
 //! Both processes run without a saga deadline, so that the time the first process spends
-//! submitting cannot turn a saga to compensation, and with room for all N in flight.
+//! submitting cannot turn a saga to compensation, and with room for twice N in flight (the
+//! poller holds room for a claim batch while it looks for due sagas, which would otherwise
+//! refuse the last submits).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -276,8 +278,11 @@ pub async fn child(args: EngineArgs) -> anyhow::Result<()> {
     crate::server::init_tracing("warn");
     let location = Location::from_flags(args.data_dir.clone(), args.database_url.clone())?;
     let saga = NoopSaga::with_steps(args.steps).context("no no-op saga of that many steps")?;
+    // Room for every saga and more: while the poller looks for due sagas it holds room for a
+    // claim batch, and a submit finding no room left would be refused.
     let in_flight = usize::try_from(args.sagas)
         .unwrap_or(usize::MAX)
+        .saturating_mul(2)
         .max(EngineConfig::default().max_in_flight);
     let store = location
         .open_store()
