@@ -43,6 +43,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Load a running system with orders, with sagas and without, and compare.
     Bench(bench::BenchArgs),
+    /// The engine process of `bench --recovery` (started by the bench).
+    #[command(hide = true)]
+    BenchEngine(bench::EngineArgs),
 }
 
 /// Arguments of `seed`.
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             }
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchEngine(args) => bench::engine_child(args).await,
         }
     });
     match result {

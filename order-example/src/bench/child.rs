@@ -13,6 +13,14 @@ use tokio::process::{Child, Command};
 
 use crate::db::Location;
 
+/// The saga store's file in a SQLite data directory (as `Location::open_store` in `db.rs`
+/// names it).
+pub const STORE_FILE: &str = "saga.db";
+
+/// The saga store's schema in a PostgreSQL database (as `Location::open_store` in `db.rs`
+/// names it).
+pub const STORE_SCHEMA: &str = "saga";
+
 /// Where a fresh data set lives.
 pub enum DataSet {
     /// SQLite files in a temporary directory, removed on drop.
@@ -66,6 +74,30 @@ impl DataSet {
         }
     }
 
+    /// The process id of the PostgreSQL server's postmaster when the server runs on this
+    /// machine, found as the parent of the backend of a new connection; `None` on SQLite, or
+    /// when no process `postgres` of that id runs here.
+    pub async fn postmaster_pid(&self) -> Option<u32> {
+        let DataSet::Postgres { url, .. } = self else {
+            return None;
+        };
+        let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+        let backend: Option<i32> = sqlx::query_scalar(BACKEND_PID)
+            .fetch_one(&mut conn)
+            .await
+            .ok();
+        // Read while the backend lives: the connection is still open.
+        let postmaster = backend
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| is_postgres(*pid))
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| super::measure::stat_fields(&stat))
+            .map(|f| f.ppid)
+            .filter(|pid| is_postgres(*pid));
+        let _ = conn.close().await;
+        postmaster
+    }
+
     /// Removes the data set now, or keeps it and says where it is.
     pub async fn remove(self, keep: bool) -> anyhow::Result<()> {
         match self {
@@ -90,6 +122,13 @@ impl DataSet {
         }
         Ok(())
     }
+}
+
+const BACKEND_PID: &str = include_str!("backend_pid.sql");
+
+/// Whether process `pid` of this machine is named `postgres`.
+fn is_postgres(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
 }
 
 /// `url` with its database (path) replaced by `database`; query parameters are kept.

@@ -1,6 +1,7 @@
-//! The coordinator-only bench: sagas of four in-process no-op steps through the saga-core
-//! [`Engine`] on a durable store, with no HTTP and no participant database. What it measures
-//! is the engine's own cost per saga: state transitions, store commits, wake-ups.
+//! The coordinator-only bench: sagas of 2, 4, 8 or 16 in-process no-op steps (`noop.rs`)
+//! through the saga-core [`Engine`] on a durable store, with no HTTP and no participant
+//! database. What it measures is the engine's own cost per saga and per step: state
+//! transitions, store commits, wake-ups.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -8,87 +9,50 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use saga_core::Waited;
 use saga_core::engine::Engine;
 use saga_core::machine::SagaStatus;
-use saga_core::{Retry, Saga, StepContext, StepError, Waited};
-use serde::{Deserialize, Serialize};
 
 use super::child::DataSet;
-use super::measure::{self, Latencies, Memory, Outcomes};
+use super::measure::{self, CpuMeter, Latencies, Memory, Outcomes, RSS_MARKS};
+use super::noop::{NoopSaga, NoopSteps};
 use super::report::Coordinator;
 
-/// The input of a no-op saga.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Noop {
-    /// The saga's number in the run.
-    pub n: u64,
+/// What one coordinator-only run is.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Sagas to run.
+    pub sagas: u64,
+    /// Sagas in flight at once.
+    pub concurrency: usize,
+    /// The no-op saga run.
+    pub saga: NoopSaga,
+    /// Finished sagas put in the store before the run (see `prefill.rs`).
+    pub prefilled: u64,
 }
 
-/// Four compensatable steps that do nothing: the shape of `SubmitOrder` without participants.
-#[derive(Saga)]
-#[saga(input = Noop)]
-pub enum NoopOrder {
-    /// First step.
-    #[compensate(first_undo)]
-    First,
-    /// Second step.
-    #[compensate(second_undo)]
-    Second,
-    /// Third step.
-    #[compensate(third_undo)]
-    Third,
-    /// Fourth step.
-    #[compensate(fourth_undo)]
-    Fourth,
-}
-
-/// The no-op step implementations.
-struct NoopSteps;
-
-impl NoopOrderSteps for NoopSteps {
-    async fn first(&self, _: &StepContext, _: &Noop) -> Result<(), StepError> {
-        Ok(())
-    }
-    async fn first_undo(&self, _: &StepContext, _: &Noop, _: Option<()>) -> Result<(), Retry> {
-        Ok(())
-    }
-    async fn second(&self, _: &StepContext, _: &Noop) -> Result<(), StepError> {
-        Ok(())
-    }
-    async fn second_undo(&self, _: &StepContext, _: &Noop, _: Option<()>) -> Result<(), Retry> {
-        Ok(())
-    }
-    async fn third(&self, _: &StepContext, _: &Noop) -> Result<(), StepError> {
-        Ok(())
-    }
-    async fn third_undo(&self, _: &StepContext, _: &Noop, _: Option<()>) -> Result<(), Retry> {
-        Ok(())
-    }
-    async fn fourth(&self, _: &StepContext, _: &Noop) -> Result<(), StepError> {
-        Ok(())
-    }
-    async fn fourth_undo(&self, _: &StepContext, _: &Noop, _: Option<()>) -> Result<(), Retry> {
-        Ok(())
-    }
-}
-
-/// Runs `sagas` no-op sagas, `concurrency` at a time, each with `submit_and_wait`.
+/// Runs `shape.sagas` no-op sagas, `shape.concurrency` at a time, each with `submit_and_wait`.
 pub async fn run(
     backend: &str,
     data: &DataSet,
     prefix: &str,
-    sagas: u64,
-    concurrency: usize,
+    shape: Shape,
 ) -> anyhow::Result<Coordinator> {
+    let Shape {
+        sagas,
+        concurrency,
+        saga,
+        prefilled,
+    } = shape;
     // A durable store, like the one `serve` opens.
     let store = data
         .location()
         .open_store()
         .await
         .context("opening the saga store")?;
-    let engine = Engine::builder(store)
-        .engine_id(format!("{prefix}-coordinator"))
-        .register::<NoopOrder, _>(NoopSteps)
+    let builder = Engine::builder(store).engine_id(format!("{prefix}-coordinator"));
+    let engine = saga
+        .register(builder, NoopSteps::default())
         .build()
         .await
         .context("starting the engine")?;
@@ -97,9 +61,14 @@ pub async fn run(
         ..Memory::default()
     };
     let during = Arc::new(Mutex::new(Vec::new()));
-    let marks = [(sagas / 10, "10%"), (sagas / 2, "50%"), (sagas, "100%")];
+    let marks = RSS_MARKS.map(|(percent, label)| (sagas * percent / 100, label));
     let (commits0, writes0) = (engine.store().commits(), engine.store().writes());
-    let bar = measure::progress(sagas, &format!("coordinator {backend}"));
+    let label = match prefilled {
+        0 => format!("coordinator {backend} {}", saga.steps()),
+        _ => format!("coordinator {backend} {} +{prefilled}", saga.steps()),
+    };
+    let bar = measure::progress(sagas, &label);
+    let cpu = CpuMeter::start(None, data.postmaster_pid().await);
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -124,8 +93,8 @@ pub async fn run(
                 }
                 let gid = format!("{prefix}-{n}");
                 let t = Instant::now();
-                let waited = engine
-                    .submit_and_wait::<NoopOrder>(&gid, &Noop { n }, Duration::from_secs(60))
+                let waited = saga
+                    .submit_and_wait(&engine, &gid, n, Duration::from_secs(60))
                     .await;
                 latencies.record(t.elapsed());
                 match waited {
@@ -161,6 +130,7 @@ pub async fn run(
         errors.extend(e);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu.finish(sagas);
     bar.finish_and_clear();
     let commits = engine.store().commits() - commits0;
     let writes = engine.store().writes() - writes0;
@@ -174,10 +144,18 @@ pub async fn run(
     memory.after_kib = measure::rss_kib(None);
     memory.during_kib = during.lock().map(|d| d.clone()).unwrap_or_default();
     let per = |x: u64| x as f64 / sagas.max(1) as f64;
+    let steps = saga.steps();
     Ok(Coordinator {
         backend: backend.to_string(),
         sagas,
         concurrency,
+        steps,
+        prefilled,
+        prefill_seconds: 0.0,
+        cpu_us_per_step: cpu
+            .bench_ms_per_saga
+            .map(|ms| ms * 1000.0 / f64::from(steps)),
+        cpu,
         seconds: elapsed.as_secs_f64(),
         per_second: outcomes.total() as f64 / elapsed.as_secs_f64().max(1e-9),
         latency: latencies.summary(),
