@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,7 @@ impl Plan {
             crash_at: [crash(&mut rng), crash(&mut rng)],
             operator: rng.random_bool(0.4).then(|| {
                 (
-                    Duration::from_millis(rng.random_range(0..6000)),
+                    Duration::from_millis(rng.random_range(0..3000)),
                     rng.random_range(0..sagas),
                     rng.random_range(0..2),
                     rng.random_bool(0.5),
@@ -339,6 +339,29 @@ impl FulfilSteps for Shop {
     }
 }
 
+/// What the schedules went through, summed: the test fails unless each happened.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    /// The other engine claimed the stalled engine's saga before it went on.
+    takeovers: u64,
+    crashes: u64,
+    operator_actions: u64,
+    stuck: u64,
+    succeeded: u64,
+    compensated: u64,
+}
+
+impl Seen {
+    fn add(&mut self, o: Seen) {
+        self.takeovers += o.takeovers;
+        self.crashes += o.crashes;
+        self.operator_actions += o.operator_actions;
+        self.stuck += o.stuck;
+        self.succeeded += o.succeeded;
+        self.compensated += o.compensated;
+    }
+}
+
 /// One engine of a schedule and its tap.
 struct Running {
     engine: Engine,
@@ -406,7 +429,7 @@ impl Run {
 
 /// Runs one schedule in `dir` (its store and participants' files, reused by the schedules of
 /// one thread under fresh gids) on the current, paused runtime: the violations found.
-async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
+async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
     let clock = Clock::tokio(EPOCH_MS, plan.seed);
     let options = SqliteOptions {
         durable: false,
@@ -466,6 +489,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
     let mut stuck: Vec<(String, bool)> = Vec::new();
     let mut stuck_count = 0u64;
     let mut notes = Vec::new();
+    let mut seen_here = Seen::default();
     loop {
         let now = tokio::time::Instant::now();
         for e in 0..2 {
@@ -474,9 +498,9 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
             }
             kill(&engines[e].engine);
             notes.push(format!(
-                "{} crashed at point {}",
-                engines[e].tap.points(),
-                e
+                "engine {} crashed at its crash point {}",
+                plan.engine_id(e),
+                engines[e].tap.points()
             ));
             if e == 0 && stalled.is_some() && !resumed {
                 resumed = true;
@@ -484,6 +508,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
             }
             tokio::task::yield_now().await;
             crashes += 1;
+            seen_here.crashes += 1;
             incarnations[e] += 1;
             let again = (crashes < MAX_CRASHES)
                 .then(|| plan.crash_at[1 - e])
@@ -505,6 +530,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
                 stall(&engines[0].engine, false);
                 world.let_go();
                 resumed = true;
+                seen_here.takeovers += u64::from(taken);
                 notes.push(format!(
                     "engine a resumed at {:?}, taken over: {taken}",
                     now - begun
@@ -528,6 +554,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
                     gids[i]
                 ));
                 operator = None;
+                seen_here.operator_actions += 1;
             }
         }
         let events = log.events();
@@ -535,6 +562,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
             if let EngineEvent::Stuck { gid, .. } = ev {
                 world.heal(gid);
                 stuck_count += 1;
+                seen_here.stuck += 1;
                 let compensate = StdRng::seed_from_u64(plan.seed ^ stuck_count).random_bool(0.5);
                 stuck.push((gid.clone(), compensate));
             }
@@ -549,6 +577,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
             };
             if run.operate(&engines[via].engine, &gid, compensate).await {
                 notes.push(format!("operator on stuck {gid}: compensate={compensate}"));
+                seen_here.operator_actions += 1;
             } else {
                 left.push((gid, compensate));
             }
@@ -595,6 +624,11 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
                 continue;
             }
         };
+        match view.status {
+            SagaStatus::Succeeded => seen_here.succeeded += 1,
+            SagaStatus::Compensated => seen_here.compensated += 1,
+            _ => {}
+        }
         if !view.status.is_finished() {
             violations.push(format!("{gid}: did not finish: it is {}", view.status));
         }
@@ -619,7 +653,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<(), String> {
     }
     checks.close().await;
     if violations.is_empty() {
-        return Ok(());
+        return Ok(seen_here);
     }
     let mut text = format!(
         "schedule {plan}\nreplay it: {SEED_VAR}={} cargo test -p saga-core --test testing_recovery\n",
@@ -782,8 +816,9 @@ fn fence_violations(
     out
 }
 
-/// Runs `count` schedules from `first` on [`WORKERS`] threads: the failures' reports.
-fn run_schedules(first: u64, count: u64) -> Vec<String> {
+/// Runs `count` schedules from `first` on [`WORKERS`] threads: the failures' reports, and
+/// what the passing ones went through.
+fn run_schedules(first: u64, count: u64) -> (Vec<String>, Seen) {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
@@ -791,7 +826,7 @@ fn run_schedules(first: u64, count: u64) -> Vec<String> {
     };
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
-    let failed = AtomicUsize::new(0);
+    let seen = Mutex::new(Seen::default());
     std::thread::scope(|scope| {
         for _ in 0..WORKERS.min(count as usize).max(1) {
             scope.spawn(|| {
@@ -811,8 +846,16 @@ fn run_schedules(first: u64, count: u64) -> Vec<String> {
                             base.display()
                         )),
                     };
-                    if let Err(text) = result {
-                        failed.fetch_add(1, Ordering::SeqCst);
+                    let text = match result {
+                        Ok(s) => {
+                            if let Ok(mut seen) = seen.lock() {
+                                seen.add(s);
+                            }
+                            continue;
+                        }
+                        Err(text) => text,
+                    };
+                    {
                         if let Ok(mut f) = failures.lock() {
                             f.push((seed, text));
                         }
@@ -827,10 +870,11 @@ fn run_schedules(first: u64, count: u64) -> Vec<String> {
     });
     let mut failures = failures.into_inner().unwrap_or_default();
     failures.sort_by_key(|(seed, _)| *seed);
-    failures.into_iter().map(|(_, text)| text).collect()
+    let seen = seen.into_inner().unwrap_or_default();
+    (failures.into_iter().map(|(_, text)| text).collect(), seen)
 }
 
-fn run_one(seed: u64, dir: &Path) -> Result<(), String> {
+fn run_one(seed: u64, dir: &Path) -> Result<Seen, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -855,9 +899,9 @@ fn recovery_schedules_keep_the_saga_guarantee() {
         None => (1, count),
     };
     let started = Instant::now();
-    let failures = run_schedules(first, count);
+    let (failures, seen) = run_schedules(first, count);
     eprintln!(
-        "{count} recovery schedules, {} failed, in {:.1} s",
+        "{count} recovery schedules, {} failed, in {:.1} s; the passing ones went through {seen:?}",
         failures.len(),
         started.elapsed().as_secs_f64()
     );
@@ -870,5 +914,20 @@ fn recovery_schedules_keep_the_saga_guarantee() {
             let _ = write!(text, "\n{f}");
         }
         panic!("{text}");
+    }
+    // Enough schedules go through every kind of recovery (counted over all schedules, not
+    // timed): a takeover of a stalled engine's saga, crashes, operator actions, both endings.
+    if count >= 1000 {
+        assert!(
+            seen.takeovers > 0,
+            "no schedule took a stalled engine's saga over: {seen:?}"
+        );
+        assert!(seen.crashes > 0, "no schedule crashed an engine: {seen:?}");
+        assert!(seen.operator_actions > 0, "no operator action: {seen:?}");
+        assert!(seen.stuck > 0, "no saga got stuck: {seen:?}");
+        assert!(
+            seen.compensated > 0 && seen.succeeded > 0,
+            "one ending never came: {seen:?}"
+        );
     }
 }
