@@ -490,6 +490,9 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
     let mut stuck_count = 0u64;
     let mut notes = Vec::new();
     let mut seen_here = Seen::default();
+    // Whether to look for stuck sagas in the store: an operator action lost with a crash
+    // leaves its saga stuck, and the operator tries again.
+    let mut recheck = false;
     loop {
         let now = tokio::time::Instant::now();
         for e in 0..2 {
@@ -509,6 +512,7 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
             tokio::task::yield_now().await;
             crashes += 1;
             seen_here.crashes += 1;
+            recheck = true;
             incarnations[e] += 1;
             let again = (crashes < MAX_CRASHES)
                 .then(|| plan.crash_at[1 - e])
@@ -568,6 +572,15 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
             }
         }
         seen = events.len();
+        if std::mem::take(&mut recheck) {
+            for gid in &gids {
+                let view = engines[1].engine.status(gid).await;
+                let is_stuck = matches!(view, Ok(Some(v)) if v.status == SagaStatus::Stuck);
+                if is_stuck && !stuck.iter().any(|(g, _)| g == gid) {
+                    stuck.push((gid.clone(), false));
+                }
+            }
+        }
         let mut left = Vec::new();
         for (gid, compensate) in std::mem::take(&mut stuck) {
             let via = if stalled.is_some() && !resumed {
@@ -601,7 +614,9 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
         if !stuck.is_empty() {
             wake = wake.min(now + Duration::from_secs(1));
         }
-        let _ = tokio::time::timeout_at(wake, log.changed()).await;
+        if tokio::time::timeout_at(wake, log.changed()).await.is_err() {
+            recheck = true;
+        }
     }
     world.let_go();
     for r in &engines {
