@@ -752,27 +752,17 @@ fn barrier_violations(gid: &str, status: SagaStatus, effects: &[(String, String)
                 "{gid}: the action of {step} applied after its compensation"
             ));
         }
-        match status {
-            SagaStatus::Succeeded => {
-                if count(step, "action") != 1 || count(step, "compensate") != 0 {
-                    out.push(format!(
-                        "{gid}: succeeded, but {step} applied as {effects:?}"
-                    ));
-                }
-            }
-            SagaStatus::Compensated if step == "ship" => {
-                if count(step, "action") != 0 {
-                    out.push(format!("{gid}: compensated after its pivot applied"));
-                }
-            }
-            SagaStatus::Compensated => {
-                if count(step, "action") != count(step, "compensate") {
-                    out.push(format!(
-                        "{gid}: compensated, but {step} applied as {effects:?}"
-                    ));
-                }
-            }
-            _ => {}
+        let (actions, compensations) = (count(step, "action"), count(step, "compensate"));
+        let broken = match status {
+            SagaStatus::Succeeded => actions != 1 || compensations != 0,
+            SagaStatus::Compensated if step == "ship" => actions != 0,
+            SagaStatus::Compensated => actions != compensations,
+            _ => false,
+        };
+        if broken {
+            out.push(format!(
+                "{gid}: {status}, but {step} applied as {effects:?}"
+            ));
         }
     }
     if let (Some(charge), Some(reserve)) = (at("charge", "compensate"), at("reserve", "compensate"))
