@@ -619,6 +619,12 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
         }
     }
     world.let_go();
+    notes.push(format!(
+        "at the end ({:?}): engines driving {} and {} sagas",
+        tokio::time::Instant::now() - begun,
+        engines[0].engine.driving(),
+        engines[1].engine.driving()
+    ));
     for r in &engines {
         kill(&r.engine);
     }
@@ -646,6 +652,10 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
         }
         if !view.status.is_finished() {
             violations.push(format!("{gid}: did not finish: it is {}", view.status));
+            let row = clock.io(instance_row(&checks, gid)).await;
+            notes.push(format!(
+                "{gid} in the store (owner, fence, lease until, next wake): {row:?}"
+            ));
         }
         for v in saga_violations(
             Fulfil::definition(),
@@ -709,6 +719,20 @@ async fn effects(db: &SqlitePool, gid: &str) -> Result<Vec<(String, String)>, sq
         .bind(gid)
         .fetch_all(db)
         .await
+}
+
+/// The lease fields of `gid`'s stored instance, relative to the epoch.
+async fn instance_row(
+    db: &SqlitePool,
+    gid: &str,
+) -> Result<(Option<String>, i64, i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT owner, fence, lease_until - ?2, next_wake_at - ?2 FROM saga_instance WHERE gid = ?1",
+    )
+    .bind(gid)
+    .bind(EPOCH_MS)
+    .fetch_one(db)
+    .await
 }
 
 /// One stored attempt: step, op, owner, fence, in the order the store inserted them.
