@@ -272,11 +272,20 @@ fn invariants(rows: &Rows, outcome: &Outcome) -> Result<(), String> {
     }
 }
 
+/// Random schedules besides the matrix: 100, or `SAGA_ORDER_RANDOM` (to measure a long run,
+/// e.g. 10,000 in a release build).
+fn random_schedules() -> u64 {
+    std::env::var("SAGA_ORDER_RANDOM")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
 #[tokio::test]
 async fn submit_order_keeps_the_contract_under_every_fault() {
     let report = Harness::<SubmitOrder, Shop>::new(request())
         .invariant(invariants)
-        .random(100)
+        .random(random_schedules())
         .run()
         .await;
     println!("{report}");

@@ -133,6 +133,9 @@ impl Engine {
             if self.is_shutting_down() {
                 return;
             }
+            if self.is_stalled() {
+                continue;
+            }
             let mut slots = self.inner.capacity.take_up_to(CLAIM_BATCH as usize);
             if slots.is_empty() {
                 continue;
@@ -170,6 +173,9 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
+            }
+            if self.is_stalled() {
+                continue;
             }
             let driving: Vec<String> = self
                 .inner
@@ -232,10 +238,11 @@ impl Engine {
     async fn retention_loop(self) {
         let mut shutdown = self.inner.shutdown.subscribe();
         loop {
-            let cleanup = self
-                .inner
-                .store
-                .cleanup_older_than(self.inner.config.retention);
+            // Retention is counted on the engine's clock, as every other timestamp it writes.
+            let retention =
+                i64::try_from(self.inner.config.retention.as_millis()).unwrap_or(i64::MAX);
+            let before = self.inner.clock.now_ms().saturating_sub(retention);
+            let cleanup = self.inner.store.cleanup_finished(before);
             match self.inner.clock.io(cleanup).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "removed finished sagas past retention"),

@@ -304,6 +304,7 @@ impl EngineBuilder {
                 clock: self.clock,
                 events: Events::new(self.probe),
                 killed: std::sync::atomic::AtomicBool::new(false),
+                stalled: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         engine.take_back_own_leases().await?;

@@ -1,6 +1,6 @@
 //! An engine stopped as if its process had died: no lease released, no call finished, nothing
 //! written. What `saga_core::testing` does at a crash point, before it starts a new engine on the
-//! same store to recover.
+//! same store to recover; and an engine stalled as if its process were paused.
 
 use std::sync::atomic::Ordering;
 
@@ -30,6 +30,19 @@ impl Engine {
     /// Whether [`Engine::kill`] stopped this engine.
     pub(crate) fn is_killed(&self) -> bool {
         self.inner.is_killed()
+    }
+
+    /// Stalls this engine (`true`) as if its process were paused, or lets it go on (`false`):
+    /// while stalled it renews no lease and claims nothing, so that another engine takes its
+    /// sagas once their leases run out. What its drivers do meanwhile is up to their calls.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn stall(&self, on: bool) {
+        self.inner.stalled.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether [`Engine::stall`] holds this engine.
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.inner.stalled.load(Ordering::SeqCst)
     }
 }
 

@@ -123,6 +123,9 @@ pub(crate) struct Inner {
     pub(crate) events: Events,
     /// `true` once the engine was stopped as if its process had died ([`Engine::kill`]).
     killed: std::sync::atomic::AtomicBool,
+    /// `true` while the engine is stalled as if its process were paused ([`Engine::stall`]):
+    /// it neither renews its leases nor claims sagas.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 /// The saga engine. Cheap to clone; all clones drive the same sagas.

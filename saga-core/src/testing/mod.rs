@@ -121,6 +121,7 @@
 
 mod intercept;
 mod journal;
+mod recovery;
 mod run;
 mod schedule;
 mod verdict;
@@ -133,6 +134,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use journal::Entry;
+pub use recovery::{Log, Tap, kill, saga_violations, stall, tapped};
 pub use schedule::{CrashAt, Fault, Injection, Schedule};
 
 use crate::engine::{EngineConfig, SagaView};
