@@ -574,15 +574,9 @@ async fn schedule(plan: Plan, dir: &Path) -> Result<Seen, String> {
         }
         seen = events.len();
         if std::mem::take(&mut recheck) {
-            // Only sagas an engine has published as stuck: its driver has stopped by then. An
-            // operator action sent to a local driver that is still persisting the saga's finish
-            // is acknowledged and lost with the driver (see docs/testing.md).
-            let published: HashSet<&str> = events
-                .iter()
-                .filter(|(_, ev)| matches!(ev, EngineEvent::Stuck { .. }))
-                .map(|(_, ev)| ev.gid())
-                .collect();
-            for gid in gids.iter().filter(|g| published.contains(g.as_str())) {
+            // Every saga the store has as stuck, also one whose driver is still persisting its
+            // finish: an operator action that reaches such a driver is handed on when it stops.
+            for gid in &gids {
                 let view = engines[1].engine.status(gid).await;
                 let is_stuck = matches!(view, Ok(Some(v)) if v.status == SagaStatus::Stuck);
                 if is_stuck && !stuck.iter().any(|(g, _)| g == gid) {

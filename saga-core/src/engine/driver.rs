@@ -120,14 +120,23 @@ enum Flow {
     Stop,
 }
 
-/// Drives the saga until it finishes or the driver is stopped; returns the saga as stored when
-/// the driver stopped because its last persisted transition was terminal.
+/// How a driver ended.
+pub(crate) struct Stopped {
+    /// The saga as stored, when the driver stopped because its last persisted transition was
+    /// terminal.
+    pub finished: Option<Finished>,
+    /// Operator events that reached the driver after it had decided to stop: the engine hands
+    /// them on as if no driver were here, so that an acknowledged action is not lost.
+    pub pending: Vec<Event>,
+}
+
+/// Drives the saga until it finishes or the driver is stopped.
 pub(crate) async fn run(
     inner: Arc<Inner>,
     limits: Limits,
     start: Start,
     mut control: mpsc::UnboundedReceiver<Control>,
-) -> Option<Finished> {
+) -> Stopped {
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let def = start.saga.definition();
     let span = tracing::info_span!(
@@ -158,6 +167,7 @@ pub(crate) async fn run(
         updated_at: 0,
     };
     let clock = d.inner.clock.clone();
+    let controls = &mut control;
     let work = async move {
         // The submit persisted these commands' transition.
         if !start.commands.is_empty() && d.crashes(CrashPoint::AfterPersist) {
@@ -180,7 +190,7 @@ pub(crate) async fn run(
                         None => Flow::Continue,
                     }
                 }
-                c = control.recv() => match c {
+                c = controls.recv() => match c {
                     Some(Control::Event(event)) => {
                         if event == Event::RetryRequested {
                             d.wake.notify_waiters();
@@ -200,7 +210,17 @@ pub(crate) async fn run(
         d.abort_calls(None);
         d.finished()
     };
-    work.instrument(span).await
+    let finished = work.instrument(span).await;
+    // From here on an operator's send fails and takes the path of a saga driven nowhere; what
+    // was sent before is handed back.
+    control.close();
+    let mut pending = Vec::new();
+    while let Ok(c) = control.try_recv() {
+        if let Control::Event(event) = c {
+            pending.push(event);
+        }
+    }
+    Stopped { finished, pending }
 }
 
 async fn sleep_until_ms(clock: &Clock, at: Option<i64>) {
@@ -214,7 +234,7 @@ impl Driver {
     fn finished(self) -> Option<Finished> {
         let finished =
             self.updated_at != 0 && self.state.status.is_terminal() && !self.inner.is_killed();
-        finished.then(|| Finished {
+        finished.then_some(Finished {
             state: self.state,
             updated_at: self.updated_at,
         })

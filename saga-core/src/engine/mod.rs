@@ -276,7 +276,7 @@ impl Engine {
         let (input, created_at) = (std::mem::take(&mut start.input_json), start.created_at);
         tokio::spawn(async move {
             let def = start.saga.definition();
-            let finished = driver::run(engine.inner.clone(), engine.limits(), start, rx).await;
+            let stopped = driver::run(engine.inner.clone(), engine.limits(), start, rx).await;
             // The slot goes first, so that once `driving()` no longer counts this driver, its
             // room is free for a new submit.
             drop(slot);
@@ -288,8 +288,12 @@ impl Engine {
                 d.remove(&gid);
                 metrics::gauge!("saga_in_flight").set(d.len() as f64);
             }
+            let finished = stopped.finished;
             let view = finished.map(|f| view::of_finished(def, &gid, input, created_at, f));
             submit::wake_waiters(&engine.inner, &gid, view);
+            for event in stopped.pending {
+                engine.redeliver(&gid, event).await;
+            }
         });
     }
 }

@@ -49,6 +49,26 @@ impl Engine {
         .await
     }
 
+    /// Acts on an operator event that its local driver received only as it stopped: the same
+    /// action again, now that no driver of `gid` is here. An action the saga no longer allows
+    /// (it finished meanwhile) is moot.
+    pub(super) async fn redeliver(&self, gid: &str, event: Event) {
+        if self.is_killed() || *self.inner.shutdown.borrow() {
+            return;
+        }
+        let done = match event {
+            Event::RetryRequested => self.retry(gid).await,
+            Event::CompensateRequested { .. } => self.compensate(gid).await,
+            _ => Ok(()),
+        };
+        match done {
+            Ok(()) => tracing::debug!(gid, "operator action handed on after its driver stopped"),
+            Err(e) => {
+                tracing::debug!(gid, error = %e, "operator action moot after its driver stopped")
+            }
+        }
+    }
+
     /// The stored instance of `gid`, or [`EngineError::NotFound`].
     async fn existing(&self, gid: &str) -> Result<InstanceRecord, EngineError> {
         self.inner
