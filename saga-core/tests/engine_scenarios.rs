@@ -39,6 +39,7 @@ on_both_stores!(
     operator_compensate_before_the_pivot_rolls_back,
     operator_compensate_after_the_pivot_is_refused,
     operator_retry_on_another_engine_wakes_the_saga_there,
+    operator_compensate_on_another_engine_resumes_a_compensating_saga,
     unknown_definition_fingerprint_is_left_untouched,
     panicking_step_is_in_doubt_and_retried,
     invalid_definition_is_refused_when_the_engine_is_built,
@@ -799,6 +800,67 @@ async fn operator_retry_on_another_engine_wakes_the_saga_there(backend: Backend)
         2,
         "woken once, called once more"
     );
+}
+
+/// A saga already compensating, its compensation of `b` waiting out a long backoff, is asked to
+/// compensate on an engine that does not drive it: that engine takes it over and carries on with
+/// the compensations (asking again to compensate changes nothing, so it must dispatch them itself).
+async fn operator_compensate_on_another_engine_resumes_a_compensating_saga(backend: Backend) {
+    let db = Db::new(backend);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = {
+        let healthy = healthy.clone();
+        Harness::new(
+            move |c| async move {
+                if c.step == "c" {
+                    return Err(StepError::failure("card declined"));
+                }
+                Ok(output_of(&c))
+            },
+            move |c| {
+                let healthy = healthy.load(Ordering::SeqCst);
+                async move {
+                    if c.step == "b" && !healthy {
+                        Err(Retry::new("stock service down"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+    };
+    // A backoff far longer than the test: only the operator can bring the compensation back.
+    let mut slow = config("e1");
+    (slow.retry_initial, slow.retry_max) = (Duration::from_secs(600), Duration::from_secs(600));
+    slow.max_attempts = 1000;
+    let first = engine(db.store().await, slow.clone(), &h).await;
+    first
+        .submit::<Linear>("resumed", &INPUT.into())
+        .await
+        .unwrap();
+    eventually(10, "b's compensation was called once", || async {
+        h.count("resumed", "b", Op::Compensate) == 1
+    })
+    .await;
+    first.shutdown().await;
+    let stored = first.status("resumed").await.unwrap().unwrap();
+    assert_status(&stored, SagaStatus::Compensating);
+
+    healthy.store(true, Ordering::SeqCst);
+    let second = engine(
+        db.store().await,
+        EngineConfig {
+            engine_id: Some("e2".into()),
+            ..slow
+        },
+        &h,
+    )
+    .await;
+    second.compensate("resumed").await.unwrap();
+    let view = finish(&second, "resumed", 10).await;
+    assert_status(&view, SagaStatus::Compensated);
+    assert_eq!(h.count("resumed", "b", Op::Compensate), 2);
+    assert_eq!(h.count("resumed", "a", Op::Compensate), 1);
 }
 
 async fn operator_compensate_before_the_pivot_rolls_back(backend: Backend) {

@@ -2,7 +2,7 @@
 
 use super::driver::Control;
 use super::{Engine, EngineError};
-use crate::machine::{self, Event, SagaStatus};
+use crate::machine::{self, Event, Phase, SagaState, SagaStatus};
 use crate::store::InstanceRecord;
 
 /// The reason recorded on a saga that an operator turned to compensation.
@@ -96,13 +96,7 @@ impl Engine {
         {
             return Ok(());
         }
-        // Not driven here: take the saga (fencing out any other driver) and drive it. Its calls
-        // in flight elsewhere are lost to this driver, so it starts from the stored state: a
-        // running saga is woken with a fresh dispatch (what `retry` asks), a stuck one resumed.
-        let event = match event {
-            Event::RetryRequested if record.state.status != SagaStatus::Stuck => Event::Start,
-            event => event,
-        };
+        // Not driven here: take the saga (fencing out any other driver) and drive it.
         let saga = self.saga_for(&record)?;
         let slot = self
             .inner
@@ -124,7 +118,24 @@ impl Engine {
             .io(self.inner.store.load(&record.gid))
             .await?
             .ok_or_else(|| EngineError::NotFound(record.gid.clone()))?;
+        let event = on_claim(&record.state, event);
         self.spawn_record(saga, record, fence, event, slot);
         Ok(())
+    }
+}
+
+/// The event a driver that has just claimed a saga for an operator starts with. Calls in
+/// flight elsewhere are lost to it, so it starts from the stored state: a stuck saga gets the
+/// operator's event (resumed, or turned to compensation); one that runs without being stuck
+/// gets a fresh dispatch, which is what `retry` asks, and what `compensate` comes to once the
+/// saga is already compensating (the event itself would change nothing and start no call).
+fn on_claim(state: &SagaState, event: Event) -> Event {
+    let stuck = state.status == SagaStatus::Stuck;
+    match event {
+        Event::RetryRequested if !stuck => Event::Start,
+        Event::CompensateRequested { .. } if !stuck && state.phase == Phase::Compensating => {
+            Event::Start
+        }
+        event => event,
     }
 }
