@@ -1,7 +1,6 @@
 //! The user's steps, registered behind an interceptor that counts every call and injects the
 //! schedule's faults: the one place where a fault happens.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -9,7 +8,7 @@ use serde_json::Value;
 use super::journal::{Entry, Journal};
 use super::schedule::Fault;
 use crate::definition::SagaDefinition;
-use crate::engine::registry::{AnyInput, ErasedSaga};
+use crate::engine::registry::{AnyInput, ErasedSaga, Registered};
 use crate::step::{BoxFuture, Op, RawActionResult, Retry, SagaSteps, StepContext, StepError};
 
 /// An action call held back by [`Fault::Hang`], delivered once the saga has finished.
@@ -22,21 +21,18 @@ pub(crate) struct Held {
     reads: Vec<Value>,
 }
 
-/// Saga `S` with its steps `H`, every call going through the journal's schedule.
+/// Saga `S` with its steps `H`, registered as the engine registers them, every call going
+/// through the journal's schedule.
 pub(crate) struct Intercepted<S, H> {
-    handler: Arc<H>,
+    inner: Arc<Registered<S, H>>,
     journal: Arc<Journal>,
-    fingerprint: String,
-    _saga: PhantomData<fn() -> S>,
 }
 
 impl<S: SagaSteps<H>, H: Send + Sync + 'static> Intercepted<S, H> {
     pub(crate) fn new(handler: H, journal: Arc<Journal>) -> Self {
         Intercepted {
-            handler: Arc::new(handler),
+            inner: Arc::new(Registered::new(handler)),
             journal,
-            fingerprint: S::definition().fingerprint(),
-            _saga: PhantomData,
         }
     }
 
@@ -44,14 +40,10 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> Intercepted<S, H> {
     pub(crate) async fn deliver_held(&self) {
         for held in self.journal.take_held() {
             let step = S::definition().steps[held.step].name;
-            let outcome = match held.input.downcast_ref::<S::Input>() {
-                Some(input) => {
-                    let call =
-                        S::run_action(&self.handler, held.step, &held.ctx, input, held.reads);
-                    self.journal.clock().io(call).await
-                }
-                None => Err(StepError::Retry("saga input has the wrong type".into())),
-            };
+            let call = self
+                .inner
+                .run_action(held.step, held.ctx, held.input, held.reads);
+            let outcome = self.journal.clock().io(call).await;
             self.journal.push(Entry::Late {
                 step,
                 first: held.first,
@@ -76,11 +68,11 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Intercepted<S, H>
     }
 
     fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        self.inner.fingerprint()
     }
 
     fn decode_input(&self, input: &Value) -> Result<AnyInput, serde_json::Error> {
-        serde_json::from_value::<S::Input>(input.clone()).map(|i| Arc::new(i) as AnyInput)
+        self.inner.decode_input(input)
     }
 
     fn run_action(
@@ -90,16 +82,13 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Intercepted<S, H>
         input: AnyInput,
         reads: Vec<Value>,
     ) -> BoxFuture<'static, RawActionResult> {
-        let (handler, journal) = (self.handler.clone(), self.journal.clone());
+        let (inner, journal) = (self.inner.clone(), self.journal.clone());
         Box::pin(async move {
             let fault = journal.fault_for(step, Op::Action);
-            let Some(typed) = input.downcast_ref::<S::Input>() else {
-                return Err(StepError::Retry("saga input has the wrong type".into()));
-            };
             let clock = journal.clock().clone();
             let call = || {
                 journal.action_runs(step);
-                clock.io(S::run_action(&handler, step, &ctx, typed, reads.clone()))
+                clock.io(inner.run_action(step, ctx.clone(), input.clone(), reads.clone()))
             };
             match fault {
                 None => call().await,
@@ -141,18 +130,13 @@ impl<S: SagaSteps<H>, H: Send + Sync + 'static> ErasedSaga for Intercepted<S, H>
         output: Option<Value>,
         reads: Vec<Value>,
     ) -> BoxFuture<'static, Result<(), Retry>> {
-        let (handler, journal) = (self.handler.clone(), self.journal.clone());
+        let (inner, journal) = (self.inner.clone(), self.journal.clone());
         Box::pin(async move {
             let fault = journal.fault_for(step, Op::Compensate);
-            let Some(typed) = input.downcast_ref::<S::Input>() else {
-                return Err(Retry::new("saga input has the wrong type"));
-            };
             let clock = journal.clock().clone();
             let call = || {
-                let (output, reads) = (output.clone(), reads.clone());
-                clock.io(S::run_compensation(
-                    &handler, step, &ctx, typed, output, reads,
-                ))
+                let (input, output, reads) = (input.clone(), output.clone(), reads.clone());
+                clock.io(inner.run_compensation(step, ctx.clone(), input, output, reads))
             };
             match fault {
                 None => call().await,
