@@ -23,6 +23,16 @@ pub struct OrderRequest {
     pub coupon_id: Option<i64>,
 }
 
+impl OrderRequest {
+    /// This order under the key `order_create` answered with (the payCreate body).
+    pub fn for_order(&self, order: OrderId) -> OrderRequest {
+        OrderRequest {
+            order_id: order.order_id,
+            ..self.clone()
+        }
+    }
+}
+
 /// The payOrder body, and the input of the `PayOrder` saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +77,18 @@ pub struct PaymentCancel {
     /// see through `flatten`).
     #[serde(flatten, skip_serializing)]
     pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+impl PaymentCancel {
+    /// The payCreateRevert body of the saga of `input`: the order `pay_create` read, and the
+    /// payment it made when its output is known.
+    pub fn of(input: &OrderRequest, order: OrderId, payment: Option<Payment>) -> Self {
+        PaymentCancel {
+            order: input.for_order(order),
+            payment_id: payment.map(|p| p.payment_id),
+            unknown: BTreeMap::new(),
+        }
+    }
 }
 
 /// The orderMarkPaid body: the payOrder body, and the captured payment's id when the saga knows

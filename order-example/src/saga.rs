@@ -243,10 +243,7 @@ impl SubmitOrderSteps for HttpSteps {
         input: &OrderRequest,
         order: OrderId,
     ) -> Result<Payment, StepError> {
-        let body = OrderRequest {
-            order_id: order.order_id,
-            ..input.clone()
-        };
+        let body = input.for_order(order);
         self.client.call("/api/busi/payCreate", ctx, &body).await
     }
 
@@ -257,14 +254,7 @@ impl SubmitOrderSteps for HttpSteps {
         payment: Option<Payment>,
         order: OrderId,
     ) -> Result<(), Retry> {
-        let body = PaymentCancel {
-            order: OrderRequest {
-                order_id: order.order_id,
-                ..input.clone()
-            },
-            payment_id: payment.map(|p| p.payment_id),
-            unknown: Default::default(),
-        };
+        let body = PaymentCancel::of(input, order, payment);
         self.client
             .compensate("/api/busi/payCreateRevert", ctx, &body)
             .await

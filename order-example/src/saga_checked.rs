@@ -8,9 +8,11 @@ use std::path::Path;
 
 use saga_core::testing::{Harness, Outcome, World};
 use saga_core::{Barrier, Retry, SagaStatus, StepContext, StepError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::SqlitePool;
 
-use crate::db::{Db, Location, Tx};
+use crate::db::{Db, Location, Tx, Work};
 use crate::model::{OrderId, OrderRequest, Payment, PaymentCancel};
 use crate::saga::{SubmitOrder, SubmitOrderSteps};
 use crate::services::{self, Services, coupon, order, payment, stock};
@@ -38,6 +40,30 @@ fn retry(e: StepError) -> Retry {
     }
 }
 
+/// An action in the barrier on `pool`, its business code given the transaction as the services'
+/// endpoints give it.
+async fn action<T, F>(pool: &SqlitePool, ctx: &StepContext, work: F) -> Result<T, StepError>
+where
+    T: Serialize + DeserializeOwned,
+    F: for<'c> FnOnce(Tx<'c>) -> Work<'c, T, StepError> + Send,
+{
+    Barrier::for_step(ctx)
+        .action(pool, move |c| work(Tx::Sqlite(c)))
+        .await?
+        .into()
+}
+
+/// A compensation in the barrier on `pool`, as [`action`] runs an action.
+async fn compensation<F>(pool: &SqlitePool, ctx: &StepContext, work: F) -> Result<(), Retry>
+where
+    F: for<'c> FnOnce(Tx<'c>) -> Work<'c, (), StepError> + Send,
+{
+    let done = Barrier::for_step(ctx)
+        .compensate(pool, move |c| work(Tx::Sqlite(c)))
+        .await;
+    done.map_err(|e| retry(e.into()))?.into()
+}
+
 impl SubmitOrderSteps for InProcess {
     async fn order_create(
         &self,
@@ -45,12 +71,10 @@ impl SubmitOrderSteps for InProcess {
         input: &OrderRequest,
     ) -> Result<OrderId, StepError> {
         let input = input.clone();
-        Barrier::for_step(ctx)
-            .action(&self.order, move |c| {
-                Box::pin(order::create(Tx::Sqlite(c), input))
-            })
-            .await?
-            .into()
+        action(&self.order, ctx, move |tx| {
+            Box::pin(order::create(tx, input))
+        })
+        .await
     }
 
     async fn order_create_revert(
@@ -60,22 +84,18 @@ impl SubmitOrderSteps for InProcess {
         _: Option<OrderId>,
     ) -> Result<(), Retry> {
         let input = input.clone();
-        let done = Barrier::for_step(ctx)
-            .compensate(&self.order, move |c| {
-                Box::pin(order::cancel(Tx::Sqlite(c), input))
-            })
-            .await;
-        done.map_err(|e| retry(e.into()))?.into()
+        compensation(&self.order, ctx, move |tx| {
+            Box::pin(order::cancel(tx, input))
+        })
+        .await
     }
 
     async fn stock_deduct(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
         let input = input.clone();
-        Barrier::for_step(ctx)
-            .action(&self.stock, move |c| {
-                Box::pin(stock::deduct(Tx::Sqlite(c), input))
-            })
-            .await?
-            .into()
+        action(&self.stock, ctx, move |tx| {
+            Box::pin(stock::deduct(tx, input))
+        })
+        .await
     }
 
     async fn stock_deduct_revert(
@@ -85,22 +105,18 @@ impl SubmitOrderSteps for InProcess {
         _: Option<()>,
     ) -> Result<(), Retry> {
         let input = input.clone();
-        let done = Barrier::for_step(ctx)
-            .compensate(&self.stock, move |c| {
-                Box::pin(stock::add_back(Tx::Sqlite(c), input))
-            })
-            .await;
-        done.map_err(|e| retry(e.into()))?.into()
+        compensation(&self.stock, ctx, move |tx| {
+            Box::pin(stock::add_back(tx, input))
+        })
+        .await
     }
 
     async fn coupon_use(&self, ctx: &StepContext, input: &OrderRequest) -> Result<(), StepError> {
         let input = input.clone();
-        Barrier::for_step(ctx)
-            .action(&self.coupon, move |c| {
-                Box::pin(coupon::mark_used(Tx::Sqlite(c), input))
-            })
-            .await?
-            .into()
+        action(&self.coupon, ctx, move |tx| {
+            Box::pin(coupon::mark_used(tx, input))
+        })
+        .await
     }
 
     async fn coupon_use_revert(
@@ -110,12 +126,10 @@ impl SubmitOrderSteps for InProcess {
         _: Option<()>,
     ) -> Result<(), Retry> {
         let input = input.clone();
-        let done = Barrier::for_step(ctx)
-            .compensate(&self.coupon, move |c| {
-                Box::pin(coupon::mark_unused(Tx::Sqlite(c), input))
-            })
-            .await;
-        done.map_err(|e| retry(e.into()))?.into()
+        compensation(&self.coupon, ctx, move |tx| {
+            Box::pin(coupon::mark_unused(tx, input))
+        })
+        .await
     }
 
     async fn pay_create(
@@ -124,16 +138,11 @@ impl SubmitOrderSteps for InProcess {
         input: &OrderRequest,
         created: OrderId,
     ) -> Result<Payment, StepError> {
-        let body = OrderRequest {
-            order_id: created.order_id,
-            ..input.clone()
-        };
-        Barrier::for_step(ctx)
-            .action(&self.payment, move |c| {
-                Box::pin(payment::create(Tx::Sqlite(c), body))
-            })
-            .await?
-            .into()
+        let body = input.for_order(created);
+        action(&self.payment, ctx, move |tx| {
+            Box::pin(payment::create(tx, body))
+        })
+        .await
     }
 
     async fn pay_create_revert(
@@ -143,20 +152,11 @@ impl SubmitOrderSteps for InProcess {
         made: Option<Payment>,
         created: OrderId,
     ) -> Result<(), Retry> {
-        let call = PaymentCancel {
-            order: OrderRequest {
-                order_id: created.order_id,
-                ..input.clone()
-            },
-            payment_id: made.map(|p| p.payment_id),
-            unknown: Default::default(),
-        };
-        let done = Barrier::for_step(ctx)
-            .compensate(&self.payment, move |c| {
-                Box::pin(payment::cancel(Tx::Sqlite(c), call))
-            })
-            .await;
-        done.map_err(|e| retry(e.into()))?.into()
+        let call = PaymentCancel::of(input, created, made);
+        compensation(&self.payment, ctx, move |tx| {
+            Box::pin(payment::cancel(tx, call))
+        })
+        .await
     }
 }
 
