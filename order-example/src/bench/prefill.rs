@@ -12,7 +12,7 @@ use saga_core::Waited;
 use saga_core::engine::Engine;
 use saga_core::machine::SagaStatus;
 use saga_core::store;
-use sqlx::{Executor, PgPool, SqlitePool};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
 use super::child::{DataSet, STORE_FILE, STORE_SCHEMA};
 use super::measure;
@@ -90,12 +90,12 @@ async fn run_in_chunks(
     match data.location() {
         Location::Dir(dir) => {
             let pool = store::sqlite::open_pool(&dir.join(STORE_FILE), true, 1).await?;
-            copy_sqlite(&pool, &gids, &template, (sagas, chunk), &bar).await?;
+            copy(&pool, &SQLITE, &gids, &template, (sagas, chunk), &bar).await?;
             pool.close().await;
         }
         Location::Url(url) => {
             let pool = store::postgres::open_pool(&url, Some(STORE_SCHEMA), 1).await?;
-            copy_postgres(&pool, &gids, &template, (sagas, chunk), &bar).await?;
+            copy(&pool, &POSTGRES, &gids, &template, (sagas, chunk), &bar).await?;
             pool.close().await;
         }
     }
@@ -133,18 +133,29 @@ async fn run_template(
     }
 }
 
-async fn copy_sqlite(
-    pool: &SqlitePool,
+/// Copies the template saga `sagas - 1` times, `chunk` copies a transaction, with the
+/// dialect's `sql`.
+async fn copy<DB>(
+    pool: &Pool<DB>,
+    sql: &Statements,
     gids: &str,
     template: &str,
     (sagas, chunk): (u64, u64),
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    DB: Database,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'p> &'p Pool<DB>: Executor<'p, Database = DB>,
+{
     let last = sagas as i64;
     for (first, end) in chunks(sagas, chunk) {
         let mut tx = pool.begin().await?;
-        for sql in [SQLITE.instances, SQLITE.steps, SQLITE.attempts] {
-            sqlx::query(sql)
+        for statement in [sql.instances, sql.steps, sql.attempts] {
+            sqlx::query(statement)
                 .bind(first as i64)
                 .bind(end as i64)
                 .bind(gids)
@@ -157,35 +168,7 @@ async fn copy_sqlite(
         tx.commit().await?;
         bar.inc(end - first + 1);
     }
-    pool.execute(SQLITE.settle).await?;
-    Ok(())
-}
-
-async fn copy_postgres(
-    pool: &PgPool,
-    gids: &str,
-    template: &str,
-    (sagas, chunk): (u64, u64),
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<()> {
-    let last = sagas as i64;
-    for (first, end) in chunks(sagas, chunk) {
-        let mut tx = pool.begin().await?;
-        for sql in [POSTGRES.instances, POSTGRES.steps, POSTGRES.attempts] {
-            sqlx::query(sql)
-                .bind(first as i64)
-                .bind(end as i64)
-                .bind(gids)
-                .bind(template)
-                .bind(last)
-                .execute(&mut *tx)
-                .await
-                .context("copying the template saga")?;
-        }
-        tx.commit().await?;
-        bar.inc(end - first + 1);
-    }
-    pool.execute(POSTGRES.settle).await?;
+    pool.execute(sql.settle).await?;
     Ok(())
 }
 
