@@ -18,6 +18,21 @@ use super::measure::{self, CpuMeter, Latencies, Memory, Outcomes, RSS_MARKS};
 use super::noop::{NoopSaga, NoopSteps};
 use super::report::Coordinator;
 
+/// An engine in this process on the data set's store (durable, like the one `serve` opens),
+/// with the no-op saga registered.
+pub async fn start_engine(data: &DataSet, saga: NoopSaga, prefix: &str) -> anyhow::Result<Engine> {
+    let store = data
+        .location()
+        .open_store()
+        .await
+        .context("opening the saga store")?;
+    let builder = Engine::builder(store).engine_id(format!("{prefix}-coordinator"));
+    saga.register(builder, NoopSteps::default())
+        .build()
+        .await
+        .context("starting the engine")
+}
+
 /// What one coordinator-only run is.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -44,18 +59,7 @@ pub async fn run(
         saga,
         prefilled,
     } = shape;
-    // A durable store, like the one `serve` opens.
-    let store = data
-        .location()
-        .open_store()
-        .await
-        .context("opening the saga store")?;
-    let builder = Engine::builder(store).engine_id(format!("{prefix}-coordinator"));
-    let engine = saga
-        .register(builder, NoopSteps::default())
-        .build()
-        .await
-        .context("starting the engine")?;
+    let engine = start_engine(data, saga, prefix).await?;
     let mut memory = Memory {
         before_kib: measure::rss_kib(None),
         ..Memory::default()

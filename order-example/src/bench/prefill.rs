@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use saga_core::Waited;
-use saga_core::engine::Engine;
 use saga_core::machine::SagaStatus;
 use saga_core::store;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
 use super::child::{DataSet, STORE_FILE, STORE_SCHEMA};
 use super::measure;
-use super::noop::{NoopSaga, NoopSteps};
+use super::noop::NoopSaga;
 use crate::db::Location;
 
 /// Sagas copied per transaction.
@@ -110,17 +109,7 @@ async fn run_template(
     prefix: &str,
     template: &str,
 ) -> anyhow::Result<()> {
-    let store = data
-        .location()
-        .open_store()
-        .await
-        .context("opening the saga store")?;
-    let builder = Engine::builder(store).engine_id(format!("{prefix}-coordinator"));
-    let engine = saga
-        .register(builder, NoopSteps::default())
-        .build()
-        .await
-        .context("starting the engine")?;
+    let engine = super::coordinator::start_engine(data, saga, prefix).await?;
     let waited = saga
         .submit_and_wait(&engine, template, 0, Duration::from_secs(60))
         .await;

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::Ordering;
 
-use super::driver::Control;
 use super::{Engine, Inner};
 
 impl Engine {
@@ -16,15 +15,7 @@ impl Engine {
     pub(crate) fn kill(&self) {
         self.inner.killed.store(true, Ordering::SeqCst);
         let _ = self.inner.shutdown.send(true);
-        let drivers: Vec<_> = self
-            .inner
-            .drivers
-            .lock()
-            .map(|mut d| d.drain().map(|(_, tx)| tx).collect())
-            .unwrap_or_default();
-        for tx in drivers {
-            let _ = tx.send(Control::Stop);
-        }
+        self.stop_drivers();
     }
 
     /// Whether [`Engine::kill`] stopped this engine.

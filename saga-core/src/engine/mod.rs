@@ -165,15 +165,7 @@ impl Engine {
         while self.driving() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(SHUTDOWN_POLL).await;
         }
-        let drivers: Vec<_> = self
-            .inner
-            .drivers
-            .lock()
-            .map(|mut d| d.drain().map(|(_, tx)| tx).collect())
-            .unwrap_or_default();
-        for tx in drivers {
-            let _ = tx.send(Control::Stop);
-        }
+        self.stop_drivers();
         tokio::time::sleep(SHUTDOWN_SETTLE).await;
         let released = self
             .inner
@@ -217,6 +209,19 @@ impl Engine {
                 gid: record.gid.clone(),
                 fingerprint: record.fingerprint.clone(),
             })
+    }
+
+    /// Tells every driver of this process to stop at once, and forgets them.
+    fn stop_drivers(&self) {
+        let drivers: Vec<_> = self
+            .inner
+            .drivers
+            .lock()
+            .map(|mut d| d.drain().map(|(_, tx)| tx).collect())
+            .unwrap_or_default();
+        for tx in drivers {
+            let _ = tx.send(Control::Stop);
+        }
     }
 
     /// Drives a stored saga that this engine holds under `fence`, starting with `event`, in
